@@ -1,0 +1,17 @@
+"""Logging set-up shared by the CLI entry points."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+
+def setup_logging(verbosity: int = 0) -> None:
+    """INFO by default, DEBUG with -v, WARNING with -q; third-party libraries stay at WARNING/ERROR."""
+    level = logging.DEBUG if verbosity > 0 else logging.WARNING if verbosity < 0 else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    if verbosity <= 0:
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+        for noisy in ("httpx", "urllib3", "filelock", "fsspec"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -1,0 +1,26 @@
+"""Bytes on disk: Arrow schemas, Parquet shard writer and reader, manifest, codecs and validation.
+
+Everything here works on local paths and on any fsspec URL (``memory://``, ``s3://``, ``gs://``).
+"""
+
+from storage.manifest import Manifest, ShardEntry, commit_shards, load_manifest
+from storage.reader import TableReader, data_files
+from storage.schemas import IDENTITIES, REJECTS, TableSpec, distractors_table, spec_for_table
+from storage.writer import ShardWriter, shard_path
+
+
+__all__ = [
+    "IDENTITIES",
+    "REJECTS",
+    "Manifest",
+    "ShardEntry",
+    "ShardWriter",
+    "TableReader",
+    "TableSpec",
+    "commit_shards",
+    "data_files",
+    "distractors_table",
+    "load_manifest",
+    "shard_path",
+    "spec_for_table",
+]

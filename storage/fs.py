@@ -1,0 +1,135 @@
+"""Filesystem access through fsspec, so local paths and object-store URLs behave the same."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import IO
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+
+def resolve(root: str | os.PathLike[str]) -> tuple[fsspec.AbstractFileSystem, str]:
+    """Return the filesystem and the protocol-free path for a local path or URL."""
+    fs, path = fsspec.core.url_to_fs(str(root))
+    return fs, path.rstrip("/") or "/"
+
+
+def join(*parts: str) -> str:
+    """Join path segments with '/', the separator every fsspec filesystem understands."""
+    return "/".join(p.strip("/") if i else p.rstrip("/") for i, p in enumerate(parts) if p)
+
+
+def is_local(fs: fsspec.AbstractFileSystem) -> bool:
+    """True for the local filesystem, where atomic rename, fsync and file locks are available."""
+    return isinstance(fs, LocalFileSystem)
+
+
+def temp_name(final_path: str) -> str:
+    """A unique sibling name for writing ``final_path`` before its atomic rename.
+
+    The name ends in ``.tmp`` so that globs such as ``*.parquet`` never pick up a partial file.
+    """
+    head, _, tail = final_path.rpartition("/")
+    return join(head, f".{tail}.{uuid.uuid4().hex[:12]}.tmp")
+
+
+def finalize(fs: fsspec.AbstractFileSystem, tmp_path: str, final_path: str) -> None:
+    """Make a fully written temporary file visible under its final name.
+
+    Local files are fsynced and renamed atomically (``os.replace``); other filesystems use their
+    own move, which is atomic on some (memory) and a copy-then-delete on object stores, where the
+    manifest, not the file's presence, decides what is complete.
+    """
+    if is_local(fs):
+        fd = os.open(tmp_path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp_path, final_path)
+        dir_fd = os.open(os.path.dirname(final_path) or ".", os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    else:
+        fs.mv(tmp_path, final_path)
+
+
+def write_bytes_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see either the old or the new content."""
+    fs.makedirs(path.rpartition("/")[0] or "/", exist_ok=True)
+    tmp = temp_name(path)
+    with fs.open(tmp, "wb") as f:
+        f.write(data)
+    finalize(fs, tmp, path)
+
+
+def sha256_file(fs: fsspec.AbstractFileSystem, path: str, chunk_size: int = 1 << 22) -> str:
+    """Stream a file through SHA-256."""
+    digest = hashlib.sha256()
+    with fs.open(path, "rb") as f:
+        while chunk := f.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class HashingWriter:
+    """A write-only file object that hashes and counts bytes on their way to the real file.
+
+    pyarrow's Parquet writer only appends, so the checksum is known when the writer closes and the
+    shard never has to be read back.
+    """
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self._raw = raw
+        self._digest = hashlib.sha256()
+        self._size = 0
+        self.closed = False
+
+    def write(self, data: bytes) -> int:
+        view = memoryview(data)
+        self._digest.update(view)
+        self._size += view.nbytes
+        self._raw.write(view)
+        return view.nbytes
+
+    def tell(self) -> int:
+        return self._size
+
+    def flush(self) -> None:
+        self._raw.flush()
+
+    def writable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return False
+
+    def seekable(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        """Closing is left to the owner of the underlying file."""
+        self.closed = True
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def hexdigest(self) -> str:
+        return self._digest.hexdigest()
+
+
+@contextmanager
+def open_hashing(fs: fsspec.AbstractFileSystem, path: str) -> Iterator[HashingWriter]:
+    """Open ``path`` for binary writing through a :class:`HashingWriter`."""
+    with fs.open(path, "wb") as raw:
+        writer = HashingWriter(raw)
+        yield writer
+        raw.flush()

@@ -1,0 +1,235 @@
+"""The per-dataset ``manifest.json``: the single source of truth for which shards are complete.
+
+A shard counts as done only when the manifest lists it with a matching checksum and config hash;
+the mere presence of a file means nothing. The manifest is rewritten atomically under a lock
+(a file lock on local disks, a process lock everywhere), so concurrent shard tasks can commit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+
+import fsspec
+
+from storage.fs import is_local, join, resolve, sha256_file, write_bytes_atomic
+from storage.schemas import SCHEMA_VERSION
+
+
+MANIFEST_NAME = "manifest.json"
+MANIFEST_FORMAT = "nearid-dataset"
+
+
+class ManifestError(ValueError):
+    """The manifest is missing, unreadable or inconsistent."""
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class ShardEntry:
+    """One complete shard: where it is, what it holds and how it was made."""
+
+    path: str
+    table: str
+    rows: int
+    bytes: int
+    sha256: str
+    config_hash: str
+    written_at: str = field(default_factory=utc_now)
+    stats: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.path.startswith("/") or ".." in self.path.split("/"):
+            raise ManifestError(f"shard path must be relative to the dataset root: {self.path!r}")
+        if not self.path.startswith(self.table + "/"):
+            raise ManifestError(f"shard {self.path!r} does not belong to table {self.table!r}")
+        if self.rows < 0 or self.bytes < 0:
+            raise ManifestError(f"shard {self.path!r}: negative rows or bytes")
+        if len(self.sha256) != 64:
+            raise ManifestError(f"shard {self.path!r}: sha256 must be 64 hex characters")
+
+    @classmethod
+    def from_dict(cls, path: str, data: dict) -> ShardEntry:
+        try:
+            return cls(
+                path=path,
+                table=str(data["table"]),
+                rows=int(data["rows"]),
+                bytes=int(data["bytes"]),
+                sha256=str(data["sha256"]),
+                config_hash=str(data["config_hash"]),
+                written_at=str(data.get("written_at", "")),
+                stats={str(k): int(v) for k, v in data.get("stats", {}).items()},
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ManifestError(f"manifest entry for shard {path!r} is malformed: {exc!r}") from exc
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        del data["path"]
+        return data
+
+
+@dataclass
+class Manifest:
+    """Shards by relative path, plus dataset-level identity (version) and counts."""
+
+    shards: dict[str, ShardEntry] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+    version: str | None = None
+    updated_at: str | None = None
+
+    def tables(self) -> dict[str, list[ShardEntry]]:
+        """Entries grouped by table, each list sorted by path."""
+        grouped: dict[str, list[ShardEntry]] = {}
+        for path in sorted(self.shards):
+            entry = self.shards[path]
+            grouped.setdefault(entry.table, []).append(entry)
+        return grouped
+
+    def table(self, name: str) -> list[ShardEntry]:
+        return self.tables().get(name, [])
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Shards, rows and bytes per table (derived, written for humans)."""
+        return {
+            name: {
+                "shards": len(entries),
+                "rows": sum(e.rows for e in entries),
+                "bytes": sum(e.bytes for e in entries),
+            }
+            for name, entries in self.tables().items()
+        }
+
+    def to_json(self) -> str:
+        payload = {
+            "format": MANIFEST_FORMAT,
+            "schema_version": self.schema_version,
+            "version": self.version,
+            "updated_at": self.updated_at,
+            "counts": self.counts(),
+            "shards": {path: self.shards[path].to_dict() for path in sorted(self.shards)},
+        }
+        return json.dumps(payload, indent=2, sort_keys=False) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str, source: str = MANIFEST_NAME) -> Manifest:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ManifestError(f"{source} is not valid JSON: {exc}") from exc
+        if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT:
+            raise ManifestError(f"{source} is not a nearid dataset manifest (format != {MANIFEST_FORMAT!r})")
+        version = data.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise ManifestError(f"{source}: schema_version {version!r} is not supported (expected {SCHEMA_VERSION})")
+        shards = data.get("shards")
+        if not isinstance(shards, dict):
+            raise ManifestError(f"{source}: 'shards' must be an object")
+        return cls(
+            shards={path: ShardEntry.from_dict(path, entry) for path, entry in shards.items()},
+            schema_version=version,
+            version=data.get("version"),
+            updated_at=data.get("updated_at"),
+        )
+
+    def is_complete(
+        self,
+        root: str,
+        path: str,
+        config_hash: str,
+        verify_checksum: bool = False,
+    ) -> bool:
+        """Whether ``path`` is listed, made with ``config_hash`` and present with the recorded size
+        (and checksum, when asked)."""
+        entry = self.shards.get(path)
+        if entry is None or entry.config_hash != config_hash:
+            return False
+        fs, base = resolve(root)
+        full = join(base, path)
+        if not fs.exists(full) or fs.size(full) != entry.bytes:
+            return False
+        return not verify_checksum or sha256_file(fs, full) == entry.sha256
+
+
+def manifest_path(root: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    fs, base = resolve(root)
+    return fs, join(base, MANIFEST_NAME)
+
+
+def load_manifest(root: str, missing_ok: bool = False) -> Manifest:
+    """Read ``ROOT/manifest.json``; an absent manifest is an empty one when ``missing_ok``."""
+    fs, path = manifest_path(root)
+    if not fs.exists(path):
+        if missing_ok:
+            return Manifest()
+        raise ManifestError(f"no manifest at {root.rstrip('/')}/{MANIFEST_NAME}: not a nearid dataset root")
+    with fs.open(path, "rb") as f:
+        return Manifest.from_json(f.read().decode("utf-8"), source=f"{root.rstrip('/')}/{MANIFEST_NAME}")
+
+
+_PROCESS_LOCKS: dict[str, threading.Lock] = {}
+_PROCESS_LOCKS_GUARD = threading.Lock()
+
+
+@contextmanager
+def manifest_lock(root: str) -> Iterator[None]:
+    """Serialise manifest read-modify-write cycles across threads, and across processes on local disks.
+
+    Object stores have no lock: there, one process commits at a time (the flows' publish step).
+    """
+    fs, base = resolve(root)
+    key = f"{fs.protocol}:{base}"
+    with _PROCESS_LOCKS_GUARD:
+        lock = _PROCESS_LOCKS.setdefault(key, threading.Lock())
+    with lock:
+        if not is_local(fs):
+            yield
+            return
+        import fcntl
+
+        os.makedirs(base, exist_ok=True)
+        fd = os.open(os.path.join(base, ".manifest.lock"), os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+
+def save_manifest(root: str, manifest: Manifest) -> None:
+    """Write the manifest atomically (temporary file, then rename)."""
+    fs, path = manifest_path(root)
+    manifest.updated_at = utc_now()
+    write_bytes_atomic(fs, path, manifest.to_json().encode("utf-8"))
+
+
+def commit_shards(root: str, entries: Iterable[ShardEntry], version: str | None = None) -> Manifest:
+    """Add or replace shard entries in one atomic manifest update; return the new manifest."""
+    with manifest_lock(root):
+        manifest = load_manifest(root, missing_ok=True)
+        for entry in entries:
+            manifest.shards[entry.path] = entry
+        if version is not None:
+            manifest.version = version
+        save_manifest(root, manifest)
+        return manifest
+
+
+def drop_shards(root: str, paths: Iterable[str]) -> Manifest:
+    """Remove entries (before a forced rewrite), so a crash mid-rewrite never leaves a stale 'complete'."""
+    with manifest_lock(root):
+        manifest = load_manifest(root, missing_ok=True)
+        for path in paths:
+            manifest.shards.pop(path, None)
+        save_manifest(root, manifest)
+        return manifest
