@@ -98,7 +98,8 @@ def curate_procedural(
         else:
             with ProcessPoolExecutor(max_workers=workers) as pool:
                 futures = [
-                    pool.submit(_write_procedural_shard, out, config, chunks[k], splits, paths[k], digest) for k in todo
+                    pool.submit(_write_procedural_shard, out, config, chunks[k], splits, paths[k], digest)
+                    for k in todo
                 ]
                 for future in as_completed(futures):
                     commit_shards(out, [future.result()])

@@ -32,7 +32,7 @@ def _rank_key(identity_id: int, salt: str) -> str:
 def assign_splits(ids: Iterable[int], n_val: int, n_test: int, salt: str = SPLIT_SALT) -> dict[int, str]:
     """Map each id to ``train``/``val``/``test``: ids sorted by hash, the first ``n_val`` are val,
     the next ``n_test`` test. Independent of input order; a different ``salt`` gives another draw."""
-    unique = sorted(set(int(i) for i in ids), key=lambda i: _rank_key(i, salt))
+    unique = sorted({int(i) for i in ids}, key=lambda i: _rank_key(i, salt))
     if n_val < 0 or n_test < 0 or n_val + n_test >= len(unique):
         raise ValueError(f"cannot take {n_val} val + {n_test} test from {len(unique)} identities and keep a train set")
     return {

@@ -58,6 +58,9 @@ def build_tiny_models(out_dir: str | Path, seed: int = 0, force: bool = False) -
             shutil.rmtree(child) if child.is_dir() else child.unlink()
     out.mkdir(parents=True, exist_ok=True)
     models = {**save_tiny_encoders(out, seed), **save_tiny_pipelines(out, seed)}
-    index = {**wanted, "models": {name: {"path": name, "stands_in_for": model_id} for name, model_id in models.items()}}
+    index = {
+        **wanted,
+        "models": {name: {"path": name, "stands_in_for": model_id} for name, model_id in models.items()},
+    }
     (out / INDEX_NAME).write_text(json.dumps(index, indent=2) + "\n")
     return index

@@ -12,7 +12,8 @@ from PIL import Image
 
 
 PNG_COMPRESS_LEVEL = 1
-"""zlib level for PNG: 1 writes ~4x faster than PIL's default 6 for ~10% more bytes on photos."""
+"""zlib level for PNG: at 512x512, level 1 encoded 5x faster than PIL's default 6 at the same size (±5 %);
+``benchmarks/storage.py`` measures both. Decoders do not care which level wrote a file."""
 
 
 class DecodeError(ValueError):

@@ -1,0 +1,1 @@
+"""Sources of identities: where curation reads multi-view objects from."""

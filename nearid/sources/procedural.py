@@ -61,7 +61,7 @@ PALETTE: tuple[tuple[str, tuple[int, int, int]], ...] = (
     ("black", (28, 28, 30)),
 )
 COLOUR_NAMES = tuple(name for name, _ in PALETTE)
-_RGB = {name: rgb for name, rgb in PALETTE}
+_RGB = dict(PALETTE)
 _CHROMATIC = COLOUR_NAMES[:-3]  # grey, white and black have no hue neighbours
 
 BACKGROUNDS = ("meadow", "sand", "concrete", "wooden", "tiled", "cloudy", "dusky", "misty")
@@ -229,9 +229,7 @@ class ViewPose:
     angle: float
 
 
-def render_object(
-    canvas: np.ndarray, spec: ObjectSpec, pose: ViewPose
-) -> tuple[np.ndarray, np.ndarray]:
+def render_object(canvas: np.ndarray, spec: ObjectSpec, pose: ViewPose) -> tuple[np.ndarray, np.ndarray]:
     """Paint ``spec`` onto a copy of ``canvas`` at ``pose``; return the image and its exact mask."""
     height, width = canvas.shape[:2]
     cx, cy = pose.center

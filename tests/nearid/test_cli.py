@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from nearid.cli import main
+
+
+def test_help_is_fast_and_imports_no_torch() -> None:
+    code = (
+        "import sys, time; t = time.perf_counter(); from nearid.cli import build_parser; "
+        "build_parser().format_help(); "
+        "assert 'torch' not in sys.modules and 'pyarrow' not in sys.modules, sorted(sys.modules); "
+        "print(time.perf_counter() - t)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    assert float(out) < 0.5
+    start = time.perf_counter()
+    result = subprocess.run([sys.executable, "-m", "nearid.cli", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "curate" in result.stdout and "validate" in result.stdout
+    assert time.perf_counter() - start < 2.0
+
+
+def test_curate_then_validate(tmp_path, capsys: pytest.CaptureFixture) -> None:
+    root = str(tmp_path / "ds")
+    args = ["curate", "--source", "procedural", "--identities", "8", "--image-size", "40", "--out", root]
+    assert main([*args, "--shard-size", "3", "--no-progress"]) == 0
+    assert '"identities": 8' in capsys.readouterr().out
+    assert main(["validate", root, "--no-progress"]) == 0
+    assert "identities 8 rows/3 shards" in capsys.readouterr().out
+
+
+def test_bad_arguments_are_clear(tmp_path, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit):
+        main(["curate", "--source", "syncd-typo", "--out", str(tmp_path)])
+    assert "invalid choice" in capsys.readouterr().err
+    assert main(["curate", "--source", "procedural", "--identities", "2", "--out", str(tmp_path / "x")]) == 2
+    assert "identities must be >= 3" in capsys.readouterr().err
+    assert main(["validate", str(tmp_path / "nothing-here"), "--no-progress"]) == 1
+    assert "[manifest-missing]" in capsys.readouterr().out
+
+
+def test_demo_smoke(tmp_path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "run"
+    assert main(["demo", "--out", str(out), "--identities", "9", "--image-size", "48", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "validation:  OK" in printed and str(out / "data") in printed
+    assert (out / "data" / "manifest.json").is_file() and (out / "tiny-models" / "tiny-models.json").is_file()
