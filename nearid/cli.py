@@ -34,6 +34,25 @@ def _print_summary(title: str, summary: object) -> None:
 
 
 def cmd_curate(args: argparse.Namespace) -> int:
+    if args.source == "syncd":
+        from nearid.curate_syncd import SyncdCurationConfig, curate_syncd
+
+        if not args.input:
+            raise ValueError("--source syncd needs --input DIR (a SynCD release folder)")
+        config = SyncdCurationConfig(
+            min_aesthetics=args.min_aesthetics,
+            min_dino=args.min_dino,
+            n_val=args.val,
+            n_test=args.test,
+            shard_size=args.shard_size,
+        )
+        summary = curate_syncd(
+            args.input, args.out, config, workers=args.workers, force=args.force, progress=not args.no_progress
+        )
+        _print_summary("curated", summary)
+        print(f"report: {os.path.join(args.out, 'reports', 'curation.md')}")
+        return 0
+
     from nearid.curate import curate_procedural
     from nearid.sources.procedural import ProceduralConfig
 
@@ -69,6 +88,37 @@ def cmd_validate(args: argparse.Namespace) -> int:
     counts = load_manifest(args.root).counts()
     tables = ", ".join(f"{t} {c['rows']} rows/{c['shards']} shards" for t, c in counts.items())
     print(f"OK: {args.root}: {tables}; {warnings} warning(s)")
+    return 0
+
+
+def _distractor_arg(text: str) -> tuple[str, str]:
+    """``NAME=DIR`` or a folder named like the official datasets (``NearID-Flux_1024``)."""
+    from storage.official import config_name_for
+
+    if "=" in text:
+        name, folder = text.split("=", 1)
+        return name, folder
+    return config_name_for(text.rstrip("/")), text
+
+
+def cmd_import_hf(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from storage.official import import_official
+
+    distractors = dict(_distractor_arg(d) for d in args.distractors)
+    summary = import_official(args.positives, args.out, distractors, split_dir=args.splits, shard_size=args.shard_size)
+    print(f"imported: {json.dumps(asdict(summary), indent=2)}")
+    return 0
+
+
+def cmd_export_hf(args: argparse.Namespace) -> int:
+    from storage.official import export_official
+
+    written = export_official(args.root, args.out)
+    for name, rows in written.items():
+        print(f"{name:24s} {rows} rows -> {os.path.join(args.out, name)}")
+    print(f"splits -> {os.path.join(args.out, 'splits')}")
     return 0
 
 
@@ -126,8 +176,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("curate", help="write an identities dataset (shards + manifest) from a source")
-    p.add_argument("--source", choices=["procedural"], required=True, help="where identities come from")
+    p.add_argument("--source", choices=["procedural", "syncd"], required=True, help="where identities come from")
+    p.add_argument("--input", help="syncd: the SynCD release folder (with *metadata.json)")
     p.add_argument("--out", required=True, help="dataset root: a local folder or an fsspec URL")
+    p.add_argument("--min-aesthetics", type=float, default=None, help="syncd: drop views scoring below this")
+    p.add_argument("--min-dino", type=float, default=None, help="syncd: keep views in a pair with DINO >= this")
     p.add_argument("--identities", type=_positive_int, default=1000, help="procedural: number of identities")
     p.add_argument("--image-size", type=_positive_int, default=512, help="procedural: view size in pixels")
     p.add_argument("--seed", type=int, default=0, help="procedural: generator seed")
@@ -145,6 +198,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-checksum", action="store_true", help="skip SHA-256 verification of shards")
     _add_progress(p)
     p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("import-hf", help="import the official NearID layout (positives + distractor datasets)")
+    p.add_argument("positives", help="official positives dataset: a save_to_disk folder or a folder of Parquet files")
+    p.add_argument("--out", required=True, help="dataset root to write")
+    p.add_argument(
+        "--distractors",
+        action="append",
+        default=[],
+        metavar="[NAME=]DIR",
+        help="a row-aligned distractor dataset; NAME defaults from folder names like NearID-Flux_1024 (repeatable)",
+    )
+    p.add_argument("--splits", help="folder with train/val/test.json row positions (default: the split column)")
+    p.add_argument("--shard-size", type=_positive_int, default=256, help="identities per shard")
+    p.set_defaults(func=cmd_import_hf)
+
+    p = sub.add_parser("export-hf", help="export a dataset root to the official NearID layout")
+    p.add_argument("root", help="dataset root to read")
+    p.add_argument("--out", required=True, help="folder for NearID/, NearID-<source>/ and splits/")
+    p.set_defaults(func=cmd_export_hf)
 
     p = sub.add_parser("tiny-models", help="build tiny random-weight models for offline tests and the demo")
     p.add_argument("--out", required=True, help="folder to write the models into")
@@ -172,7 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
-    except (ValueError, FileNotFoundError, KeyError) as exc:
+    except (ValueError, FileNotFoundError, KeyError) as exc:  # includes MetadataError, OfficialLayoutError
         logger.debug("command failed", exc_info=True)
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -13,6 +13,7 @@ from storage.validate import validate
 def test_curation_writes_valid_shards_with_splits(procedural_root: str) -> None:
     manifest = load_manifest(procedural_root)
     assert [e.rows for e in manifest.table("identities")] == [5, 5, 2]
+    assert manifest.table("rejects")[0].rows == 0
     assert all(e.stats == {"rows_in": e.rows, "rejected": 0} for e in manifest.table("identities"))
     rows = list(TableReader(procedural_root, "identities").iter_rows())
     assert {r["split"] for r in rows} == {"train", "val", "test"}
@@ -38,7 +39,11 @@ def test_rerun_skips_complete_shards_and_config_change_rewrites(tmp_path) -> Non
     assert changed.shards_written == 3 and changed.config_hash != first.config_hash
     fewer = curate_procedural(root, config, shard_size=5, progress=False)
     assert fewer.shards_written == 2
-    assert sorted(load_manifest(root).shards) == ["identities/shard-00000.parquet", "identities/shard-00001.parquet"]
+    assert sorted(load_manifest(root).shards) == [
+        "identities/shard-00000.parquet",
+        "identities/shard-00001.parquet",
+        "rejects/curate-00000.parquet",  # procedural rejects nothing; the empty shard says so
+    ]
     assert not [p for p in validate(root, progress=False) if p.severity == "error"]
 
 
@@ -49,7 +54,7 @@ def test_curation_is_deterministic_across_runs_and_workers(tmp_path) -> None:
     curate_procedural(b, config, shard_size=3, workers=2, progress=False)
     sums_a = {p: e.sha256 for p, e in load_manifest(a).shards.items()}
     sums_b = {p: e.sha256 for p, e in load_manifest(b).shards.items()}
-    assert sums_a == sums_b and len(sums_a) == 4
+    assert sums_a == sums_b and len(sums_a) == 5  # 4 identity shards + the rejects shard
 
 
 def test_curation_on_an_fsspec_url() -> None:

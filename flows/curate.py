@@ -1,0 +1,55 @@
+"""The ``curate`` flow: a source of identities to ``identities/`` shards, a report and rejects.
+
+Thin by design: the work is :func:`nearid.curate.curate_procedural` or
+:func:`nearid.curate_syncd.curate_syncd`, which the CLI runs without Prefect too. The rebuild flow
+calls this one as a subflow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Literal
+
+from prefect import flow
+
+from flows.logs import run_logger
+
+
+@flow(name="curate")
+def curate_flow(
+    out: str,
+    source: Literal["procedural", "syncd"] = "procedural",
+    input_dir: str | None = None,
+    identities: int = 1000,
+    image_size: int = 512,
+    seed: int = 0,
+    shard_size: int = 256,
+    workers: int = 1,
+    force: bool = False,
+) -> dict:
+    """Curate identities into the dataset root ``out``; returns the curation summary as a dict."""
+    logger = run_logger()
+    if source == "procedural":
+        from nearid.curate import curate_procedural
+        from nearid.sources.procedural import ProceduralConfig
+
+        config = ProceduralConfig(identities=identities, image_size=image_size, seed=seed)
+        summary = curate_procedural(out, config, shard_size=shard_size, workers=workers, force=force, progress=False)
+    elif source == "syncd":
+        from nearid.curate_syncd import SyncdCurationConfig, curate_syncd
+
+        if input_dir is None:
+            raise ValueError("source 'syncd' needs input_dir, the SynCD release folder")
+        config = SyncdCurationConfig(shard_size=shard_size)
+        summary = curate_syncd(input_dir, out, config, workers=workers, force=force, progress=False)
+    else:
+        raise ValueError(f"unknown source {source!r}: expected 'procedural' or 'syncd'")
+    logger.info(
+        "curated %d identities into %s (%d shards written, %d skipped, %d rejected)",
+        summary.identities,
+        out,
+        summary.shards_written,
+        summary.shards_skipped,
+        summary.rejected,
+    )
+    return asdict(summary)
