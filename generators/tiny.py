@@ -389,4 +389,7 @@ def save_tiny_pipelines(out_dir: Path, seed: int = 0) -> dict[str, str]:
             saved["qwen-lightning"] = "lightx2v/Qwen-Image-Lightning"
     tiny_qwen_inpaint_controlnet(seed + 50).save_pretrained(out_dir / "qwen-controlnet-inpaint")
     saved["qwen-controlnet-inpaint"] = "InstantX/Qwen-Image-ControlNet-Inpainting"
+    from generators.tiny_powerpaint import save_tiny_powerpaint
+
+    saved.update(save_tiny_powerpaint(out_dir, seed + 60))
     return saved
