@@ -24,6 +24,7 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from nearid.curate_syncd import SyncdCurationConfig, curate_syncd  # noqa: E402
+from nearid.logs import setup_logging  # noqa: E402
 from nearid.masks import clean_mask  # noqa: E402
 from nearid.sources.procedural import ProceduralConfig  # noqa: E402
 from nearid.sources.syncd_layout import write_syncd_folder  # noqa: E402
@@ -33,6 +34,7 @@ from storage.syncd import read_metadata, view_paths  # noqa: E402
 
 
 def main() -> None:
+    setup_logging(-1)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--identities", type=int, default=2000)
     parser.add_argument("--image-size", type=int, default=512)

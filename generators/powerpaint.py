@@ -361,10 +361,8 @@ def load_powerpaint(
     checkpoint_dir, base_dir = Path(checkpoint_dir), Path(base_dir)
     for component in ("unet", "vae", "text_encoder"):
         _require_safetensors(base_dir / component)
-    unet = UNet2DConditionModel.from_pretrained(
-        base_dir, subfolder="unet", torch_dtype=torch_dtype, use_safetensors=True
-    )
-    vae = AutoencoderKL.from_pretrained(base_dir, subfolder="vae", torch_dtype=torch_dtype, use_safetensors=True)
+    unet = UNet2DConditionModel.from_pretrained(base_dir, subfolder="unet", dtype=torch_dtype, use_safetensors=True)
+    vae = AutoencoderKL.from_pretrained(base_dir, subfolder="vae", dtype=torch_dtype, use_safetensors=True)
     text_encoder = CLIPTextModel.from_pretrained(base_dir / "text_encoder", dtype=torch_dtype, use_safetensors=True)
     tokenizer = CLIPTokenizer.from_pretrained(base_dir / "tokenizer")
     scheduler = UniPCMultistepScheduler.from_config(

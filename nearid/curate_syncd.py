@@ -37,12 +37,13 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from nearid.curate import CurationSummary, write_shards
+from nearid.curate import CurationSummary
 from nearid.curation_report import CurationReport, write_report
 from nearid.hashing import config_hash
 from nearid.masks import clean_mask
 from nearid.splits import SPLIT_SALT, assign_splits, default_split_sizes
 from storage import ShardEntry, ShardWriter, shard_path
+from storage.jobs import run_shard_jobs
 from storage.syncd import MAX_SOURCE_VIEWS, SyncdItem, UnsafePathError, read_metadata, view_paths
 
 
@@ -344,7 +345,7 @@ def curate_syncd(
             {"global": global_digest, "ids": [r["id"] for r in chunk], "splits": [r["split"] for r in chunk]}
         )
         jobs.append((shard_path("identities", k), digest, partial(_write_syncd_shard, input_dir, config, out), chunk))
-    written, skipped = write_shards(out, "identities", jobs, workers=workers, force=force, progress=progress)
+    written, skipped = run_shard_jobs(out, "identities", jobs, workers=workers, force=force, progress=progress)
 
     report = CurationReport(
         source="syncd",

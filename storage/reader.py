@@ -59,15 +59,19 @@ class TableReader:
                 row[col] = decode_mask(row[col]["bytes"])
         return row
 
-    def iter_batches(self, columns: Sequence[str] | None = None, batch_size: int = 64) -> Iterator[pa.RecordBatch]:
-        """Stream Arrow record batches shard by shard, row group by row group."""
-        for entry in self.shards:
+    def iter_batches(
+        self, columns: Sequence[str] | None = None, batch_size: int = 64, shards: Sequence[ShardEntry] | None = None
+    ) -> Iterator[pa.RecordBatch]:
+        """Stream Arrow record batches shard by shard (all, or only ``shards``), row group by row group."""
+        for entry in self.shards if shards is None else shards:
             with self._open(entry) as pf:
                 yield from pf.iter_batches(batch_size=batch_size, columns=list(columns) if columns else None)
 
-    def iter_rows(self, columns: Sequence[str] | None = None, decode: bool = True) -> Iterator[dict[str, Any]]:
-        """Stream rows as dicts."""
-        for batch in self.iter_batches(columns):
+    def iter_rows(
+        self, columns: Sequence[str] | None = None, decode: bool = True, shards: Sequence[ShardEntry] | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Stream rows as dicts (of every shard, or only of ``shards``)."""
+        for batch in self.iter_batches(columns, shards=shards):
             for row in batch.to_pylist():
                 yield self.decode_row(row) if decode else row
 

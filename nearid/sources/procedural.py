@@ -14,6 +14,7 @@ from __future__ import annotations
 import colorsys
 import hashlib
 import math
+import re
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -106,6 +107,33 @@ class ObjectSpec:
             "rings": f"{fine} {self.pattern_colour} rings",
         }[self.pattern]
         return f"a {self.colour} {self.shape} with {detail}"
+
+
+_PATTERN_WORDS = {"stripes": "stripes", "dots": "dots", "checks": "checks", "rings": "rings"}
+_DESCRIPTION = re.compile(
+    r"a (?:plain (?P<plain_colour>[a-z]+) (?P<plain_shape>[a-z]+)"
+    r"|(?P<colour>[a-z]+) (?P<shape>[a-z]+) with (?P<fine>thin|wide|small|large) (?P<pattern_colour>[a-z]+) "
+    r"(?P<pattern>stripes|dots|checks|rings))"
+)
+
+
+def spec_from_description(text: str) -> ObjectSpec | None:
+    """The object a description (as :meth:`ObjectSpec.describe` writes it) names, found anywhere in ``text``;
+    None when there is none. Proportions and pattern angle are not in the text and take defaults."""
+    for match in _DESCRIPTION.finditer(text.lower()):
+        try:
+            if match["plain_shape"]:
+                return ObjectSpec(shape=match["plain_shape"], colour=match["plain_colour"])
+            return ObjectSpec(
+                shape=match["shape"],
+                colour=match["colour"],
+                pattern=_PATTERN_WORDS[match["pattern"]],
+                pattern_colour=match["pattern_colour"],
+                pattern_scale=6.0 if match["fine"] in ("thin", "small") else 2.5,
+            )
+        except ValueError:
+            continue  # words that look like a description but name no known shape or colour
+    return None
 
 
 def _neighbour_colour(name: str, rng: np.random.Generator, avoid: str) -> str:
