@@ -174,6 +174,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from nearid.launch import launch_training
+
+    return launch_training(args.config, num_processes=args.num_processes, resume=args.resume, cpu=args.cpu or None)
+
+
 def cmd_tiny_models(args: argparse.Namespace) -> int:
     from nearid.tiny_models import build_tiny_models
 
@@ -293,6 +299,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_progress(p)
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("train", help="train the NearID head (runs accelerate launch -m nearid.train for you)")
+    p.add_argument("--config", required=True, help="training YAML (see docs/training.md)")
+    p.add_argument("--num-processes", type=_positive_int, default=1, help="processes (GPUs, or CPU workers)")
+    p.add_argument("--resume", default=None, help="a checkpoint folder, or 'latest'")
+    p.add_argument("--cpu", action="store_true", help="train on CPU even when a GPU is present")
+    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("tiny-models", help="build tiny random-weight models for offline tests and the demo")
     p.add_argument("--out", required=True, help="folder to write the models into")

@@ -81,20 +81,41 @@ def _mask(cell: dict | None) -> np.ndarray | None:
     return np.asarray(Image.open(io.BytesIO(cell["bytes"])).convert("L")) > 127
 
 
+class MTGDataset:
+    """Random access to the samples of one MTG split (memory-mapped; images decode on access)."""
+
+    def __init__(self, path: str | Path, split: str | None = None) -> None:
+        self.path = path
+        self._ds = _load(path, split)
+
+    def __len__(self) -> int:
+        return len(self._ds)
+
+    def __getitem__(self, position: int) -> MTGSample:
+        return _sample(self._ds[position], f"{self.path} row {position}", position)
+
+
+def open_mtg(path: str | Path, split: str | None = None) -> MTGDataset:
+    """An indexable MTG split, for training and evaluation."""
+    return MTGDataset(path, split)
+
+
 def read_mtg(path: str | Path, split: str | None = None) -> Iterator[MTGSample]:
     """Stream the samples of an MTG dataset; masks are binarised at 127 (they ship as clean 'L' images)."""
-    ds = _load(path, split)
-    for position in range(len(ds)):
-        row = ds[position]
-        where = f"{path} row {position}"
-        yield MTGSample(
-            id=int(row["id"]) if row.get("id") is not None else position,
-            category=row.get("category"),
-            original=(_image(row["image_1_original"], where), _image(row["image_2_original"], where)),
-            inpainted=(_image(row["image_1_inpainted"], where), _image(row["image_2_inpainted"], where)),
-            object_mask=(_mask(row["image_1_object_mask"]), _mask(row["image_2_object_mask"])),
-            part_mask=(_mask(row["image_1_part_mask"]), _mask(row["image_2_part_mask"])),
-        )
+    dataset = open_mtg(path, split)
+    for position in range(len(dataset)):
+        yield dataset[position]
+
+
+def _sample(row: dict, where: str, position: int) -> MTGSample:
+    return MTGSample(
+        id=int(row["id"]) if row.get("id") is not None else position,
+        category=row.get("category"),
+        original=(_image(row["image_1_original"], where), _image(row["image_2_original"], where)),
+        inpainted=(_image(row["image_1_inpainted"], where), _image(row["image_2_inpainted"], where)),
+        object_mask=(_mask(row["image_1_object_mask"]), _mask(row["image_2_object_mask"])),
+        part_mask=(_mask(row["image_1_part_mask"]), _mask(row["image_2_part_mask"])),
+    )
 
 
 def mtg_length(path: str | Path, split: str | None = None) -> int:
