@@ -168,3 +168,14 @@ def test_two_processes_match_one(train_data: Path, tiny_models_dir: Path) -> Non
         load_file(str(train_data / "double" / "head.safetensors")),
     )
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+
+
+def test_shipped_paper_config_parses() -> None:
+    config = TrainConfig.from_yaml(Path(__file__).parents[2] / "configs" / "nearid-paper.yaml")
+    assert config.optim.global_batch == 128 and config.optim.epochs == 11 and config.loss.params["tau"] == 0.07
+    assert config.data.mtg_repeat == 4 and config.data.sources == (
+        "flux-fill-512",
+        "flux-fill-1024",
+        "qwen-512",
+        "qwen-1328",
+    )
