@@ -72,10 +72,18 @@ class _ShardGenerator:
     """Makes the distractor shard of one identities shard; runs in-process so the model stays resident."""
 
     def __init__(
-        self, root: str, generator: Generator, book: PromptBook, device: str, dtype: str, progress: bool
+        self,
+        root: str,
+        generator: Generator,
+        book: PromptBook,
+        device: str,
+        dtype: str,
+        progress: bool,
+        splits: tuple[str, ...] | None = None,
     ) -> None:
         self.root, self.generator, self.book = root, generator, book
         self.device, self.dtype, self.progress = device, dtype, progress
+        self.splits = splits
         self.images_written = self.images_rejected = 0
 
     def __call__(self, path: str, digest: str, job: tuple[int, ShardEntry]) -> list[ShardEntry]:
@@ -84,6 +92,8 @@ class _ShardGenerator:
         if not self.generator.loaded:
             self.generator.load(self.device, self.dtype)
         rows = list(TableReader(self.root, "identities").iter_rows(shards=[identities]))
+        if self.splits is not None:
+            rows = [row for row in rows if row["split"] in self.splits]
         requests, rejects = [], []
         for row in rows:
             for view in range(1, MAX_VIEWS + 1):
@@ -221,8 +231,13 @@ def generate_distractors(
     model_dir: str | None = None,
     overrides: Mapping[str, Any] | None = None,
     progress: bool = True,
+    splits: Sequence[str] | None = None,
 ) -> list[GenerationSummary]:
-    """Write ``distractors/<config>`` shards for each configuration (see the module docstring)."""
+    """Write ``distractors/<config>`` shards for each configuration (see the module docstring);
+    ``splits`` limits generation to identities of those splits (e.g. only ``test`` for a benchmark)."""
+    only = tuple(sorted(set(splits))) if splits else None
+    if only and set(only) - {"train", "val", "test"}:
+        raise ValueError(f"unknown splits {sorted(set(only) - {'train', 'val', 'test'})}: use train, val, test")
     identity_shards = load_manifest(root).table("identities")
     if not identity_shards:
         raise ValueError(f"{root} has no identities: curate first")
@@ -234,13 +249,18 @@ def generate_distractors(
         generator = build_generator(config, model_dir)
         book = prompt_book(root, config)
         table = distractors_table(config.name)
-        job_fn = _ShardGenerator(root, generator, book, device, dtype, progress)
+        job_fn = _ShardGenerator(root, generator, book, device, dtype, progress, only)
         jobs = []
         for index in selected:
             identities = identity_shards[index]
             path = identities.path.replace("identities/", f"{table}/", 1)
             digest = config_hash(
-                {"params": config.params_hash(), "identities": identities.sha256, "prompts": book.digest()}
+                {
+                    "params": config.params_hash(),
+                    "identities": identities.sha256,
+                    "prompts": book.digest(),
+                    "splits": only,
+                }
             )
             jobs.append((path, digest, job_fn, (index, identities)))
         written, skipped = run_shard_jobs(

@@ -165,6 +165,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         model_dir=args.model_dir,
         overrides=overrides,
         progress=not args.no_progress,
+        splits=args.splits.split(",") if args.splits else None,
     )
     for s in summaries:
         print(
@@ -284,6 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="dataset root with identities")
     p.add_argument("--config", action="append", required=True, help="configuration name (repeatable)")
     p.add_argument("--shards", default=None, help="identity shards to process, e.g. 0-3,7 (default: all)")
+    p.add_argument("--splits", default=None, help="only identities of these splits, e.g. test or val,test")
     p.add_argument("--force", action="store_true", help="regenerate shards even when complete")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda:0 (default: cpu)")
     p.add_argument("--dtype", default="float32", help="float32, bf16 or fp16 (FLUX and Qwen refuse fp16)")

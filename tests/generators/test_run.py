@@ -157,3 +157,15 @@ def test_cli_generate(data: str, capsys: pytest.CaptureFixture) -> None:
     args = ["generate", "--data", data, "--config", "procedural", "--set", "resolution=64", "--no-progress"]
     assert main(args) == 0
     assert "procedural       shards written 3, skipped 0" in capsys.readouterr().out
+
+
+def test_split_filter(data: str) -> None:
+    summary = generate_distractors(data, ["procedural"], overrides=FAST, splits=["test"], progress=False)[0]
+    splits = {r["id"]: r["split"] for r in TableReader(data, "identities").iter_rows(columns=["id", "split"])}
+    made = TableReader(data, "distractors/procedural").ids().tolist()
+    assert made and {splits[i] for i in made} == {"test"}
+    assert summary.images_written == sum(
+        r["n_images"] for r in TableReader(data, "identities").iter_rows(decode=False) if r["split"] == "test"
+    )
+    with pytest.raises(ValueError, match="unknown splits"):
+        generate_distractors(data, ["procedural"], splits=["holdout"], progress=False)
