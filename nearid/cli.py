@@ -181,6 +181,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     return launch_training(args.config, num_processes=args.num_processes, resume=args.resume, cpu=args.cpu or None)
 
 
+def cmd_export_model(args: argparse.Namespace) -> int:
+    from nearid.export import export_model
+
+    folder = export_model(args.run, args.out, best=args.best)
+    print(f"release written to {folder}")
+    return 0
+
+
 def cmd_tiny_models(args: argparse.Namespace) -> int:
     from nearid.tiny_models import build_tiny_models
 
@@ -308,6 +316,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", default=None, help="a checkpoint folder, or 'latest'")
     p.add_argument("--cpu", action="store_true", help="train on CPU even when a GPU is present")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("export-model", help="write a training run as the official NearID release layout")
+    p.add_argument("run", help="training run folder (run.out of the config)")
+    p.add_argument("--out", required=True, help="release folder to write")
+    p.add_argument("--best", action="store_true", help="export the best head on validation instead of the final one")
+    p.set_defaults(func=cmd_export_model)
 
     p = sub.add_parser("tiny-models", help="build tiny random-weight models for offline tests and the demo")
     p.add_argument("--out", required=True, help="folder to write the models into")

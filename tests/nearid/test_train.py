@@ -134,10 +134,14 @@ def test_tuples(train_data: Path, tiny_models_dir: Path) -> None:
     assert mtg["kind"] == 1 and mtg["margins"][:2].gt(0).all() and not mtg["positive_mask"][1]
 
 
-def test_training_resumes_exactly(train_data: Path, tiny_models_dir: Path) -> None:
-    full = write_config(train_data, tiny_models_dir, "full")
-    train(full)
-    out = train_data / "full"
+@pytest.fixture(scope="module")
+def trained_run(train_data: Path, tiny_models_dir: Path) -> Path:
+    train(write_config(train_data, tiny_models_dir, "full"))
+    return train_data / "full"
+
+
+def test_training_resumes_exactly(train_data: Path, tiny_models_dir: Path, trained_run: Path) -> None:
+    out = trained_run
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     losses = [m["loss"] for m in metrics if "loss" in m]
     assert losses[-1] < losses[0] and all(np.isfinite(losses))
@@ -179,3 +183,28 @@ def test_shipped_paper_config_parses() -> None:
         "qwen-512",
         "qwen-1328",
     )
+
+
+def test_export_reloads_with_the_same_embeddings(trained_run: Path, tmp_path: Path, tiny_models_dir: Path) -> None:
+    from transformers import AutoImageProcessor
+
+    from nearid.cli import main
+    from nearid.model import NearIDModel
+    from nearid.release import load_release
+    from nearid.sources.procedural import plan_identities, render_identity
+
+    assert main(["export-model", str(trained_run), "--out", str(tmp_path / "release")]) == 0
+    config = json.loads((tmp_path / "release" / "config.json").read_text())
+    assert config["model_type"] == "nearid" and config["normalize_embeddings"] is True
+    embedder, processor = load_release(tmp_path / "release")
+    trained = NearIDModel.from_pretrained(str(tiny_models_dir / "siglip2"))
+    trained.head.load_state_dict(load_file(str(trained_run / "head.safetensors")))
+    plans = plan_identities(ProceduralConfig(identities=4, image_size=64, seed=8))
+    images = [render_identity(p, ProceduralConfig(identities=4, image_size=64, seed=8))["images1"] for p in plans]
+    pixels = AutoImageProcessor.from_pretrained(tiny_models_dir / "siglip2")(images=images, return_tensors="pt")
+    expected = trained.embed(pixels["pixel_values"])
+    got = embedder.embed(processor(images=images, return_tensors="pt")["pixel_values"])
+    assert torch.allclose(expected, got, atol=5e-3)  # fp16 weights
+    frozen = NearIDModel.from_pretrained(str(tiny_models_dir / "siglip2")).embed(pixels["pixel_values"])
+    assert not torch.allclose(frozen, got, atol=5e-3)  # the trained head, not the backbone's own
+    assert main(["export-model", str(tmp_path / "nothing"), "--out", str(tmp_path / "x")]) == 2
