@@ -337,6 +337,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard-size", type=_positive_int, default=128, help="identities per shard")
     _add_progress(p)
     p.set_defaults(func=cmd_demo)
+
+    from nearid.evaluation_cli import register as register_evaluation
+
+    register_evaluation(sub)
     return parser
 
 

@@ -2,7 +2,8 @@
 
 SigLIP2 and CLIP are saved as full two-tower models, as published, so that the real vision-only
 loaders (``SiglipVisionModel.from_pretrained``, ``CLIPVisionModelWithProjection.from_pretrained``)
-read them exactly as they read the hub checkpoints; DINOv2 is a single tower, as published.
+read them exactly as they read the hub checkpoints; DINOv2 is a single tower, as published. The
+Qwen3-VL judge is saved as the hub folders are: model, tokenizer and image processor side by side.
 """
 
 from __future__ import annotations
@@ -109,12 +110,93 @@ def tiny_dinov2(seed: int = 0) -> tuple[Any, Any]:
     return Dinov2Model(config).eval(), processor
 
 
+QWEN_VL_SPECIAL_TOKENS = (
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+)
+
+
+def tiny_qwen3_vl(seed: int = 0) -> tuple[Any, Any]:
+    """A Qwen3-VL image-text-to-text model and its (tokenizer, image processor).
+
+    The published processor class also needs a video processor, which requires torchvision; the judge
+    only needs the two parts saved here, so they are returned as a pair and loaded separately
+    (``AutoTokenizer``, ``AutoImageProcessor(..., backend="pil")``). Patch size 16, spatial merge 2 and
+    temporal patch 2 are the real model's, so prompts carry the same number of image tokens per pixel;
+    images are resized to at most 128x128 to keep the tiny model fast.
+    """
+    from transformers import Qwen2VLImageProcessorPil, Qwen3VLConfig, Qwen3VLForConditionalGeneration
+
+    from generators.tiny import tiny_qwen_tokenizer
+
+    tokenizer = tiny_qwen_tokenizer()
+    tokenizer.add_special_tokens({"additional_special_tokens": list(QWEN_VL_SPECIAL_TOKENS)})
+    tokenizer.pad_token = "<|endoftext|>"
+    token = {name: tokenizer.convert_tokens_to_ids(name) for name in (*QWEN_VL_SPECIAL_TOKENS, "<|endoftext|>")}
+    torch.manual_seed(seed)
+    config = Qwen3VLConfig(
+        text_config={
+            "vocab_size": len(tokenizer),
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 1,
+            "head_dim": 16,
+            "max_position_embeddings": 4096,
+            "rope_parameters": {
+                "rope_type": "default",
+                "rope_theta": 5_000_000.0,
+                "mrope_section": [4, 2, 2],  # sums to head_dim / 2, as [24, 20, 20] does for 128
+                "mrope_interleaved": True,
+            },
+            "pad_token_id": token["<|endoftext|>"],
+            "eos_token_id": token["<|im_end|>"],
+            "bos_token_id": None,
+        },
+        vision_config={
+            "depth": 2,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_heads": 2,
+            "patch_size": 16,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "out_hidden_size": 32,
+            "num_position_embeddings": 64,
+            "deepstack_visual_indexes": [1],
+        },
+        image_token_id=token["<|image_pad|>"],
+        video_token_id=token["<|video_pad|>"],
+        vision_start_token_id=token["<|vision_start|>"],
+        vision_end_token_id=token["<|vision_end|>"],
+    )
+    model = Qwen3VLForConditionalGeneration(config).eval()
+    model.generation_config.eos_token_id = token["<|im_end|>"]
+    model.generation_config.pad_token_id = token["<|endoftext|>"]
+    image_processor = Qwen2VLImageProcessorPil(
+        patch_size=16,
+        merge_size=2,
+        temporal_patch_size=2,
+        size={"shortest_edge": 32 * 32, "longest_edge": 128 * 128},
+        image_mean=[0.5, 0.5, 0.5],
+        image_std=[0.5, 0.5, 0.5],
+    )
+    return model, (tokenizer, image_processor)
+
+
 ENCODER_BUILDERS = {
     "siglip2": (tiny_siglip, "google/siglip2-so400m-patch14-384"),
     "clip-vit": (tiny_clip, "openai/clip-vit-large-patch14"),
     "dinov2": (tiny_dinov2, "facebook/dinov2-large"),
+    "qwen3-vl": (tiny_qwen3_vl, "Qwen/Qwen3-VL-8B-Instruct"),
 }
-"""Tiny encoder folder name -> (builder, the public model id it stands in for)."""
+"""Tiny encoder folder name -> (builder, the public model id it stands in for). A builder returns the model and
+its processor, or a tuple of processor parts (tokenizer, image processor) that are all saved in the same folder."""
 
 
 def save_tiny_encoders(out_dir: Path, seed: int = 0) -> dict[str, str]:
@@ -123,7 +205,8 @@ def save_tiny_encoders(out_dir: Path, seed: int = 0) -> dict[str, str]:
     for offset, (name, (builder, model_id)) in enumerate(ENCODER_BUILDERS.items()):
         model, processor = builder(seed + 10 * offset)
         model.save_pretrained(out_dir / name)
-        processor.save_pretrained(out_dir / name)
+        for part in processor if isinstance(processor, tuple) else (processor,):
+            part.save_pretrained(out_dir / name)
         saved[name] = model_id
         logger.info("saved tiny %s (%s)", name, model_id)
     return saved

@@ -15,7 +15,7 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 INDEX_NAME = "tiny-models.json"
-TINY_FORMAT_VERSION = 2  # bump whenever the set or layout of tiny models changes
+TINY_FORMAT_VERSION = 3  # bump whenever the set or layout of tiny models changes
 
 
 def _library_versions() -> dict[str, str]:

@@ -24,7 +24,7 @@ def _vision_loader(name: str):
     return {"siglip2": SiglipVisionModel, "clip-vit": CLIPVisionModelWithProjection, "dinov2": Dinov2Model}[name]
 
 
-@pytest.mark.parametrize("name", sorted(ENCODER_BUILDERS))
+@pytest.mark.parametrize("name", ["clip-vit", "dinov2", "siglip2"])  # the VLM judge's reload: test_scorers.py
 def test_saved_encoder_reloads_with_identical_outputs(name: str, tiny_models_dir, image) -> None:
     from transformers import AutoImageProcessor
 
