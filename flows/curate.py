@@ -26,6 +26,8 @@ def curate_flow(
     shard_size: int = 256,
     workers: int = 1,
     force: bool = False,
+    n_val: int | None = None,
+    n_test: int | None = None,
 ) -> dict:
     """Curate identities into the dataset root ``out``; returns the curation summary as a dict."""
     logger = run_logger()
@@ -34,13 +36,22 @@ def curate_flow(
         from nearid.sources.procedural import ProceduralConfig
 
         config = ProceduralConfig(identities=identities, image_size=image_size, seed=seed)
-        summary = curate_procedural(out, config, shard_size=shard_size, workers=workers, force=force, progress=False)
+        summary = curate_procedural(
+            out,
+            config,
+            shard_size=shard_size,
+            n_val=n_val,
+            n_test=n_test,
+            workers=workers,
+            force=force,
+            progress=False,
+        )
     elif source == "syncd":
         from nearid.curate_syncd import SyncdCurationConfig, curate_syncd
 
         if input_dir is None:
             raise ValueError("source 'syncd' needs input_dir, the SynCD release folder")
-        config = SyncdCurationConfig(shard_size=shard_size)
+        config = SyncdCurationConfig(shard_size=shard_size, n_val=n_val, n_test=n_test)
         summary = curate_syncd(input_dir, out, config, workers=workers, force=force, progress=False)
     else:
         raise ValueError(f"unknown source {source!r}: expected 'procedural' or 'syncd'")

@@ -10,6 +10,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from nearid import __version__
 
@@ -199,30 +200,33 @@ def cmd_tiny_models(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from nearid.curate import curate_procedural
-    from nearid.sources.procedural import ProceduralConfig
-    from nearid.tiny_models import build_tiny_models
-    from storage.validate import validate
+    from flows.settings import use_embedded_default
+
+    use_embedded_default(args.out)  # a private Prefect home inside the run folder; must precede importing prefect
+    from flows.demo import demo_flow
 
     start = time.perf_counter()
-    data_root = os.path.join(args.out, "data")
-    models_dir = os.path.join(args.out, "tiny-models")
-    print(f"[1/3] tiny offline models -> {models_dir}")
-    build_tiny_models(models_dir)
-    print(f"[2/3] procedural identities ({args.identities} at {args.image_size}px) -> {data_root}")
-    config = ProceduralConfig(identities=args.identities, image_size=args.image_size, seed=args.seed)
-    summary = curate_procedural(data_root, config, shard_size=args.shard_size, progress=not args.no_progress)
-    print(f"      {summary.identities} identities, views {summary.views}, splits {summary.splits}")
-    print(f"[3/3] validate {data_root}")
-    problems = validate(data_root, progress=not args.no_progress)
-    errors = [p for p in problems if p.severity == "error"]
-    for problem in problems:
-        print(f"      {problem}")
-    print(f"demo finished in {time.perf_counter() - start:.1f}s")
-    print(f"  dataset:     {data_root}  (manifest: {os.path.join(data_root, 'manifest.json')})")
-    print(f"  tiny models: {models_dir}")
-    print(f"  validation:  {'FAILED, ' + str(len(errors)) + ' error(s)' if errors else 'OK'}")
-    return 1 if errors else 0
+    summary = demo_flow(
+        out=args.out,
+        identities=args.identities,
+        image_size=args.image_size,
+        test_identities=args.test_identities,
+        epochs=args.epochs,
+        seed=args.seed,
+    )
+    results = json.loads((Path(summary["report"]).parent / "results.json").read_text())
+    print(f"\ndemo finished in {time.perf_counter() - start:.0f}s")
+    print("stage timings (s): " + ", ".join(f"{k} {v}" for k, v in summary["timings"].items()))
+    entries = {e["label"]: e for e in results["scorers"]}
+    labels = list(entries)
+    print(f"\nSSR on test identities (full image), {' vs '.join(labels)}:")
+    for source in entries[labels[0]]["nearid"]["full"]["sources"]:
+        cells = [f"{entries[label]['nearid']['full']['sources'][source]['ssr']:6.1f}" for label in labels]
+        print(f"  {source:16s} " + "  ".join(cells))
+    print(f"\nreport: {Path(summary['report']) / 'report.html'}")
+    print(f"        {Path(summary['report']) / 'report.md'}")
+    print(f"data:   {Path(args.out) / 'data'}   model: {summary['result']['model']}")
+    return 0
 
 
 # -- parser ---------------------------------------------------------------------------------------
@@ -331,11 +335,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="run the whole pipeline on the embedded default (CPU, tiny models)")
     p.add_argument("--out", default="runs/demo", help="run folder (default: runs/demo)")
-    p.add_argument("--identities", type=_positive_int, default=600, help="procedural identities")
-    p.add_argument("--image-size", type=_positive_int, default=128, help="view size in pixels")
+    p.add_argument("--identities", type=_positive_int, default=1200, help="procedural identities")
+    p.add_argument("--image-size", type=_positive_int, default=64, help="view size in pixels")
+    p.add_argument("--test-identities", type=_positive_int, default=60, help="held-out identities benchmarked")
+    p.add_argument("--epochs", type=_positive_int, default=12, help="training epochs of the tiny head")
     p.add_argument("--seed", type=int, default=0, help="procedural generator seed")
-    p.add_argument("--shard-size", type=_positive_int, default=128, help="identities per shard")
-    _add_progress(p)
     p.set_defaults(func=cmd_demo)
 
     from nearid.evaluation_cli import register as register_evaluation

@@ -1,0 +1,211 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from flows.gpu import Slot, SlotPool
+from flows.regenerate import (
+    ShardJob,
+    ShardRunOptions,
+    generate_command,
+    generate_shard,
+    plan_shards,
+    prune_stale_shards,
+    remove_partial_files,
+    shard_selection,
+    split_selection,
+)
+from generators.run import generate_distractors
+from storage import load_manifest
+from storage.validate import validate
+
+
+FAST = {"steps": 2, "resolution": 64}
+
+
+def test_import_is_light() -> None:
+    code = (
+        "import sys, flows.regenerate, flows.rebuild, flows.gpu, flows.settings; "
+        "bad = {'torch', 'diffusers', 'cv2'} & set(sys.modules); assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_parameter_parsing() -> None:
+    assert shard_selection(None) is None and shard_selection("0-3,7") == "0-3,7" and shard_selection([3, 7]) == "3,7"
+    assert split_selection(None) is None and split_selection("test,val, test") == ("test", "val")
+    assert split_selection(["test"]) == ("test",)
+    with pytest.raises(ValueError, match="unknown splits"):
+        split_selection(["dev"])
+
+
+@pytest.mark.parametrize("splits", [None, ["test"]])
+def test_planned_hash_is_the_hash_nearid_generate_records(dataset_copy: str, splits: list[str] | None) -> None:
+    before = plan_shards(dataset_copy, ["procedural", "null"], "0-1", FAST, splits)
+    assert [(j.config, j.index, j.complete) for j in before] == [
+        ("procedural", 0, False),
+        ("procedural", 1, False),
+        ("null", 0, False),
+        ("null", 1, False),
+    ]
+    assert before[0].path == "distractors/procedural/shard-00000.parquet"
+    generate_distractors(
+        dataset_copy, ["procedural", "null"], shards="1", overrides=FAST, splits=splits, progress=False
+    )
+    manifest = load_manifest(dataset_copy)
+    after = plan_shards(dataset_copy, ["procedural", "null"], [0, 1], FAST, splits)
+    assert [j.complete for j in after] == [False, True, False, True]
+    for job in after:
+        if job.complete:
+            assert manifest.shards[job.path].config_hash == job.config_hash
+    other = plan_shards(dataset_copy, ["procedural"], "1", {"steps": 3, "resolution": 64}, splits)
+    assert not other[0].complete  # another parameter value: another hash, not complete
+
+
+def test_plan_refuses_a_root_without_identities(tmp_path: Path) -> None:
+    from storage import commit_shards
+
+    commit_shards(str(tmp_path), [])
+    with pytest.raises(ValueError, match="curate first"):
+        plan_shards(str(tmp_path), ["procedural"])
+
+
+def test_command_line_follows_the_slot_and_the_options() -> None:
+    job = ShardJob("sdxl-512", 3, "distractors/sdxl-512/shard-00003.parquet", "abc")
+    options = ShardRunOptions(
+        "/data", force=True, model_dir="/m", overrides={"steps": 2, "prompt_template": "a {description}"}
+    )
+    gpu = generate_command(job, options, Slot("gpu-1", "1"))
+    assert gpu[:4] == [sys.executable, "-m", "nearid.cli", "generate"]
+    text = " ".join(gpu)
+    assert "--shards 3" in text and "--device cuda" in text and "--dtype bf16" in text and "--force" in text
+    assert gpu[gpu.index("--model-dir") + 1] == "/m"
+    assert ["--set", 'prompt_template="a {description}"'] == gpu[-4:-2] and gpu[-1] == "steps=2"
+    cpu = generate_command(
+        job, ShardRunOptions("/data", device="cuda:1", dtype="fp16", splits=["test"]), Slot("c", None)
+    )
+    assert cpu[cpu.index("--device") + 1] == "cuda:1" and cpu[cpu.index("--dtype") + 1] == "fp16"
+    assert cpu[cpu.index("--splits") + 1] == "test" and "--force" not in cpu
+
+
+def test_shard_task_skips_a_shard_completed_meanwhile_without_a_child(dataset_copy: str, tmp_path: Path) -> None:
+    generate_distractors(dataset_copy, ["null"], shards="0", overrides=FAST, progress=False)
+    job = plan_shards(dataset_copy, ["null"], "0", FAST)[0]
+    stale = ShardJob(job.config, job.index, job.path, job.config_hash, complete=False)  # planned before it was done
+    pool = SlotPool([None], tmp_path / "slots")
+    with pool.acquire():  # the only slot is busy: a task that needed a child would wait and time out
+        result = generate_shard.fn(
+            stale, ShardRunOptions(dataset_copy, overrides=FAST, slot_dir=str(tmp_path / "slots"))
+        )
+    assert result == {"path": job.path, "status": "skipped", "seconds": 0.0}
+
+
+def test_shard_task_writes_through_the_cli_and_checks_the_committed_hash(dataset_copy: str, tmp_path: Path) -> None:
+    options = ShardRunOptions(dataset_copy, overrides=FAST, slot_dir=str(tmp_path / "slots"))
+    job = plan_shards(dataset_copy, ["procedural"], "2", FAST)[0]
+    partial = Path(dataset_copy) / "distractors" / "procedural" / ".shard-00002.parquet.0123456789ab.tmp"
+    partial.parent.mkdir(parents=True)
+    partial.write_bytes(b"left by a killed writer")
+    result = generate_shard.fn(job, options)
+    assert result["status"] == "written" and result["seconds"] > 0
+    assert load_manifest(dataset_copy).is_complete(dataset_copy, job.path, job.config_hash, verify_checksum=True)
+    assert not partial.exists()
+
+    wrong = ShardJob(job.config, 1, job.path.replace("00002", "00001"), "0" * 16)
+    with pytest.raises(RuntimeError, match="does not list distractors/procedural/shard-00001.parquet with hash 0000"):
+        generate_shard.fn(wrong, options)
+    assert SlotPool([None], tmp_path / "slots").try_acquire() is not None
+
+
+def test_partial_files_of_other_shards_are_left_alone(dataset_copy: str) -> None:
+    folder = Path(dataset_copy) / "distractors" / "sdxl-512"
+    folder.mkdir(parents=True)
+    mine, other = folder / ".shard-00001.parquet.aaaaaaaaaaaa.tmp", folder / ".shard-00002.parquet.bbbbbbbbbbbb.tmp"
+    rejects = Path(dataset_copy) / "rejects" / ".sdxl-512-00001.parquet.cccccccccccc.tmp"
+    rejects.parent.mkdir(exist_ok=True)
+    for path in (mine, other, rejects):
+        path.write_bytes(b"x")
+    job = ShardJob("sdxl-512", 1, "distractors/sdxl-512/shard-00001.parquet", "h")
+    removed = remove_partial_files(dataset_copy, job)
+    assert sorted(Path(p).name for p in removed) == sorted([mine.name, rejects.name])
+    assert other.exists() and not mine.exists() and not rejects.exists()
+
+
+def test_stale_shards_leave_the_manifest_with_their_rejects(dataset_copy: str) -> None:
+    generate_distractors(dataset_copy, ["null"], overrides=FAST, progress=False)
+    planned = plan_shards(dataset_copy, ["null"], "0-1", FAST)
+    dropped = prune_stale_shards(dataset_copy, ["null"], planned)
+    assert dropped == ["distractors/null/shard-00002.parquet", "rejects/null-00002.parquet"]
+    manifest = load_manifest(dataset_copy)
+    assert [e.path for e in manifest.table("distractors/null")] == [j.path for j in planned]
+    assert "rejects/null-00002.parquet" not in manifest.shards
+    assert prune_stale_shards(dataset_copy, ["null"], planned) == []
+
+
+def test_regenerate_flow_skips_complete_shards_and_validates(prefect_api, dataset_copy: str, tmp_path: Path) -> None:
+    from prefect import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterParentFlowRunId,
+        TaskRunFilter,
+        TaskRunFilterFlowRunId,
+    )
+
+    from flows.regenerate import regenerate_flow
+
+    common = {"root": dataset_copy, "configurations": ["procedural"], "overrides": FAST, "retries": 0}
+    slots = str(tmp_path / "slots")
+    first = regenerate_flow(shards="0,2", slot_dir=slots, **common)
+    assert (first["shards_selected"], first["shards_written"], first["shards_skipped"]) == (2, 2, 0)
+    assert first["validation"] == {"errors": 0, "warnings": 0}
+    written_at = {e.path: e.written_at for e in load_manifest(dataset_copy).table("distractors/procedural")}
+
+    state = regenerate_flow(slot_dir=slots, return_state=True, **common)
+    second = state.result()
+    assert (second["shards_selected"], second["shards_written"], second["shards_skipped"]) == (3, 1, 2)
+    entries = {e.path: e for e in load_manifest(dataset_copy).table("distractors/procedural")}
+    assert len(entries) == 3 and all(entries[path].written_at == when for path, when in written_at.items())
+    assert [p for p in validate(dataset_copy, progress=False) if p.severity == "error"] == []
+
+    with get_client(sync_client=True) as client:  # only the missing shard got a task (and a child process)
+        run_filter = FlowRunFilter(
+            parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[state.state_details.flow_run_id])
+        )
+        children = client.read_flow_runs(flow_run_filter=run_filter)
+        assert [r.name for r in children] and len(children) == 1
+        task_filter = TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=[children[0].id]))
+        tasks = client.read_task_runs(task_run_filter=task_filter)
+    assert [t.name for t in tasks] == ["procedural/00001"]
+
+    forced = regenerate_flow(shards=[1], force=True, slot_dir=slots, validate_at_end=False, **common)
+    assert forced["shards_written"] == 1 and forced["validation"] is None
+    assert load_manifest(dataset_copy).shards["distractors/procedural/shard-00001.parquet"].written_at >= (
+        entries["distractors/procedural/shard-00001.parquet"].written_at
+    )
+
+
+def test_a_failing_shard_fails_the_run_naming_it(prefect_api, dataset_copy: str, tmp_path: Path) -> None:
+    from flows.regenerate import regenerate_flow
+
+    empty_models = tmp_path / "no-models"
+    empty_models.mkdir()
+    state = regenerate_flow(
+        root=dataset_copy,
+        configurations=["flux-fill-512", "null"],
+        shards="0",
+        model_dir=str(empty_models),
+        overrides=FAST,
+        retries=0,
+        slot_dir=str(tmp_path / "slots"),
+        return_state=True,
+    )
+    assert state.is_failed()
+    with pytest.raises(RuntimeError, match=r"1 of 2 shards failed:\ndistractors/flux-fill-512/shard-00000.parquet"):
+        state.result()
+    manifest = load_manifest(dataset_copy)
+    assert "distractors/flux-fill-512/shard-00000.parquet" not in manifest.shards
+    assert "distractors/null/shard-00000.parquet" in manifest.shards  # the other shard was not held back
+    assert SlotPool([None], tmp_path / "slots").try_acquire() is not None
