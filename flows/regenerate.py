@@ -102,33 +102,23 @@ def plan_shards(
 ) -> list[ShardJob]:
     """Every selected (configuration, shard) with the config hash ``nearid generate`` would record.
 
-    The hash covers the configuration's parameters (after ``overrides``), the identities shard's
-    checksum, the prompts and the split filter, exactly as :func:`generators.run.generate_distractors`
-    computes it (a test runs both and compares); ``complete`` says whether the manifest already lists
-    the shard with that hash. Each task also checks the hash its child committed, so a drift fails loudly.
+    The plan and its hashes come from :func:`generators.run.shard_plan`, the formula ``nearid generate``
+    records; ``complete`` says whether the manifest already lists the shard with that hash. Each task
+    also checks the hash its child committed, so a drift would fail loudly.
     """
     from generators.registry import get_config
-    from generators.run import parse_shards, prompt_book
-    from nearid.hashing import config_hash
+    from generators.run import prompt_book, shard_plan
     from storage import load_manifest
 
     manifest = load_manifest(root)
-    identity_shards = manifest.table("identities")
-    if not identity_shards:
-        raise ValueError(f"{root} has no identities: curate first")
-    selected = parse_shards(shard_selection(shards), len(identity_shards))
-    only = split_selection(splits)
     jobs = []
     for name in configurations:
         config = get_config(name).with_overrides(**(overrides or {}))
-        prompts = prompt_book(root, config).digest()
-        for index in selected:
-            identities = identity_shards[index]
-            path = distractor_path(identities.path, config.name)
-            digest = config_hash(
-                {"params": config.params_hash(), "identities": identities.sha256, "prompts": prompts, "splits": only}
-            )
-            jobs.append(ShardJob(config.name, index, path, digest, manifest.is_complete(root, path, digest)))
+        for planned in shard_plan(
+            root, config, shard_selection(shards), split_selection(splits), prompt_book(root, config)
+        ):
+            complete = manifest.is_complete(root, planned.path, planned.digest)
+            jobs.append(ShardJob(config.name, planned.index, planned.path, planned.digest, complete))
     return jobs
 
 

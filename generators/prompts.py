@@ -34,35 +34,36 @@ class PromptBook:
         self.strategy = strategy
         self.template = template
         self._nearest: dict[int, int] = {}
-        if strategy == "nearest":
-            self._nearest = self._build_nearest()
+        # the index is linear in the descriptions; each identity's neighbour is found when first asked for
+        self._tokens = {i: _tokens(d) for i, d in self.descriptions.items()}
+        self._postings: dict[str, list[int]] = defaultdict(list)
+        for identity in sorted(self._tokens):
+            for token in self._tokens[identity]:
+                self._postings[token].append(identity)
+        n = max(1, len(self._tokens))
+        self._idf = {t: math.log((1 + n) / (1 + len(ids))) + 1.0 for t, ids in self._postings.items()}
+        self._norm = {i: math.sqrt(sum(self._idf[t] ** 2 for t in ts)) or 1.0 for i, ts in self._tokens.items()}
 
-    def _build_nearest(self) -> dict[int, int]:
-        tokens = {i: _tokens(d) for i, d in self.descriptions.items()}
-        postings: dict[str, list[int]] = defaultdict(list)
-        for identity in sorted(tokens):
-            for token in tokens[identity]:
-                postings[token].append(identity)
-        n = max(1, len(tokens))
-        idf = {t: math.log((1 + n) / (1 + len(ids))) + 1.0 for t, ids in postings.items()}
-        norm = {i: math.sqrt(sum(idf[t] ** 2 for t in ts)) or 1.0 for i, ts in tokens.items()}
-        nearest = {}
-        for identity, own in tokens.items():
-            scores: dict[int, float] = defaultdict(float)
-            for token in own:
-                for other in postings[token]:
-                    if other != identity:
-                        scores[other] += idf[token] ** 2
-            if scores:
-                nearest[identity] = min(scores, key=lambda o: (-scores[o] / (norm[identity] * norm[o]), o))
-            else:
-                others = [o for o in sorted(tokens) if o != identity]
-                nearest[identity] = others[0] if others else identity
-        return nearest
+    def _nearest_of(self, identity: int) -> int:
+        scores: dict[int, float] = defaultdict(float)
+        for token in self._tokens[identity]:
+            weight = self._idf[token] ** 2
+            for other in self._postings[token]:
+                if other != identity:
+                    scores[other] += weight
+        if scores:
+            norm = self._norm[identity]
+            return min(scores, key=lambda o: (-scores[o] / (norm * self._norm[o]), o))
+        others = (o for o in sorted(self._tokens) if o != identity)
+        return next(others, identity)
 
     def source_of(self, identity: int) -> int:
         """The identity whose description prompts ``identity``'s distractors."""
-        return self._nearest.get(identity, identity) if self.strategy == "nearest" else identity
+        if self.strategy == "self":
+            return identity
+        if identity not in self._nearest:
+            self._nearest[identity] = self._nearest_of(identity)
+        return self._nearest[identity]
 
     def prompt(self, identity: int) -> str:
         return self.template.format(description=self.descriptions[self.source_of(identity)])

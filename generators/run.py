@@ -64,6 +64,42 @@ def parse_shards(spec: str | None, count: int) -> list[int]:
     return sorted(chosen)
 
 
+@dataclass(frozen=True)
+class PlannedShard:
+    """One distractor shard to be made: its identities shard, where it goes and its config hash."""
+
+    index: int
+    identities: ShardEntry
+    path: str
+    digest: str
+
+
+def normalise_splits(splits: Sequence[str] | None) -> tuple[str, ...] | None:
+    """The split filter as recorded in the hash: sorted and unique, or None for every split."""
+    only = tuple(sorted(set(splits))) if splits else None
+    if only and set(only) - {"train", "val", "test"}:
+        raise ValueError(f"unknown splits {sorted(set(only) - {'train', 'val', 'test'})}: use train, val, test")
+    return only
+
+
+def shard_plan(
+    root: str, config: GeneratorConfig, shards: str | None, splits: Sequence[str] | None, book: PromptBook
+) -> list[PlannedShard]:
+    """The selected shards of ``config`` with the hash a run records: the configuration's parameters,
+    the identities shard's checksum, the prompts and the split filter. The one place that formula lives."""
+    identity_shards = load_manifest(root).table("identities")
+    if not identity_shards:
+        raise ValueError(f"{root} has no identities: curate first")
+    only, table = normalise_splits(splits), distractors_table(config.name)
+    plan = []
+    for index in parse_shards(shards, len(identity_shards)):
+        identities = identity_shards[index]
+        payload = {"params": config.params_hash(), "identities": identities.sha256, "prompts": book.digest()}
+        digest = config_hash({**payload, "splits": only})
+        plan.append(PlannedShard(index, identities, identities.path.replace("identities/", f"{table}/", 1), digest))
+    return plan
+
+
 def rejects_path(config: str, index: int) -> str:
     return f"rejects/{config}-{index:05d}.parquet"
 
@@ -235,13 +271,7 @@ def generate_distractors(
 ) -> list[GenerationSummary]:
     """Write ``distractors/<config>`` shards for each configuration (see the module docstring);
     ``splits`` limits generation to identities of those splits (e.g. only ``test`` for a benchmark)."""
-    only = tuple(sorted(set(splits))) if splits else None
-    if only and set(only) - {"train", "val", "test"}:
-        raise ValueError(f"unknown splits {sorted(set(only) - {'train', 'val', 'test'})}: use train, val, test")
-    identity_shards = load_manifest(root).table("identities")
-    if not identity_shards:
-        raise ValueError(f"{root} has no identities: curate first")
-    selected = parse_shards(shards, len(identity_shards))
+    only = normalise_splits(splits)
     summaries = []
     for name in configs:
         start = time.perf_counter()
@@ -250,19 +280,9 @@ def generate_distractors(
         book = prompt_book(root, config)
         table = distractors_table(config.name)
         job_fn = _ShardGenerator(root, generator, book, device, dtype, progress, only)
-        jobs = []
-        for index in selected:
-            identities = identity_shards[index]
-            path = identities.path.replace("identities/", f"{table}/", 1)
-            digest = config_hash(
-                {
-                    "params": config.params_hash(),
-                    "identities": identities.sha256,
-                    "prompts": book.digest(),
-                    "splits": only,
-                }
-            )
-            jobs.append((path, digest, job_fn, (index, identities)))
+        jobs = [
+            (p.path, p.digest, job_fn, (p.index, p.identities)) for p in shard_plan(root, config, shards, only, book)
+        ]
         written, skipped = run_shard_jobs(
             root,
             table,
