@@ -70,7 +70,7 @@ def demo_flow(
     test_identities: int = 60,
     val_identities: int = 30,
     epochs: int = 12,
-    generator_steps: int = 1,
+    generator_steps: int = 2,
     seed: int = 0,
 ) -> dict[str, Any]:
     """Run the demo into ``out``; returns the stage timings, the frozen-vs-trained headline and the paths."""

@@ -87,6 +87,10 @@ class GeneratorConfig:
             raise ValueError(f"{self.name}: steps and guidance must be >= 0")
         if self.strength is not None and not 0.0 < self.strength <= 1.0:
             raise ValueError(f"{self.name}: strength must be in (0, 1], got {self.strength}")
+        if self.strength is not None and self.steps and int(self.steps * self.strength) < 1:
+            raise ValueError(
+                f"{self.name}: {self.steps} steps at strength {self.strength} leave no denoising step; use more steps"
+            )
         if "{description}" not in self.prompt_template:
             raise ValueError(f"{self.name}: prompt_template must contain '{{description}}'")
         if self.composite_dilation < 0 or self.output_size < 16 or self.batch_size < 1:

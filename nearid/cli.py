@@ -221,7 +221,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     labels = list(entries)
     print(f"\nSSR on test identities (full image), {' vs '.join(labels)}:")
     for source in entries[labels[0]]["nearid"]["full"]["sources"]:
-        cells = [f"{entries[label]['nearid']['full']['sources'][source]['ssr']:6.1f}" for label in labels]
+        values = [entries[label]["nearid"]["full"]["sources"][source]["ssr"] for label in labels]
+        cells = ["   n/a" if value is None else f"{value:6.1f}" for value in values]  # n/a: no sample
         print(f"  {source:16s} " + "  ".join(cells))
     print(f"\nreport: {Path(summary['report']) / 'report.html'}")
     print(f"        {Path(summary['report']) / 'report.md'}")

@@ -54,6 +54,8 @@ def test_unknown_names_and_bad_overrides() -> None:
         base.with_overrides(resolution=100)
     assert base.with_overrides(batch_size=8).params_hash() == base.params_hash()  # batching never changes images
     assert base.with_overrides(steps=2).params_hash() != base.params_hash()
+    with pytest.raises(ValueError, match="1 steps at strength 0.99 leave no denoising step"):
+        base.with_overrides(steps=1)
 
 
 def test_cli_lists_every_parameter(capsys: pytest.CaptureFixture) -> None:
