@@ -65,7 +65,7 @@ def write_train_config(out: Path, data_root: str, backbone: str, epochs: int) ->
 @flow(name="demo")
 def demo_flow(
     out: str = "runs/demo",
-    identities: int = 1200,
+    identities: int = 2400,
     image_size: int = 64,
     test_identities: int = 60,
     val_identities: int = 30,

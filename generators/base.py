@@ -238,3 +238,18 @@ class Generator(ABC):
         reach += 2 * scaled_pixels(LANCZOS_RADIUS, min(source.size), out_size) + 1
         fg, bg = qc_scores(output, source, item.request.mask, reach)
         return GeneratedImage(image=output, raw=raw, seconds=seconds, fg_change=fg, bg_change=bg)
+
+
+class PipelineGenerator(Generator):
+    """A family whose whole model is one diffusers pipeline folder (the ``pipeline`` model reference)."""
+
+    pipeline_class: ClassVar[str]
+
+    def _load(self) -> None:
+        import diffusers
+
+        ref = self.config.model("pipeline")
+        pipeline = getattr(diffusers, self.pipeline_class)
+        self.pipe = pipeline.from_pretrained(self.model_path(ref), revision=ref.revision, dtype=self.torch_dtype())
+        self.pipe.to(self.device)
+        self.pipe.set_progress_bar_config(disable=True)

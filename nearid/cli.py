@@ -336,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="run the whole pipeline on the embedded default (CPU, tiny models)")
     p.add_argument("--out", default="runs/demo", help="run folder (default: runs/demo)")
-    p.add_argument("--identities", type=_positive_int, default=1200, help="procedural identities")
+    p.add_argument("--identities", type=_positive_int, default=2400, help="procedural identities")
     p.add_argument("--image-size", type=_positive_int, default=64, help="view size in pixels")
     p.add_argument("--test-identities", type=_positive_int, default=60, help="held-out identities benchmarked")
     p.add_argument("--epochs", type=_positive_int, default=12, help="training epochs of the tiny head")

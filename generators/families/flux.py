@@ -6,23 +6,15 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from generators.base import Generator, WorkItem
+from generators.base import PipelineGenerator, WorkItem
 
 
-class FluxFillGenerator(Generator):
+class FluxFillGenerator(PipelineGenerator):
     """Guidance-distilled fill: one transformer pass per step, no negative prompt, strength 1."""
 
     family = "flux-fill"
+    pipeline_class = "FluxFillPipeline"
     forbidden_dtypes = ("float16",)
-
-    def _load(self) -> None:
-        from diffusers import FluxFillPipeline
-
-        ref = self.config.model("pipeline")
-        self.pipe = FluxFillPipeline.from_pretrained(
-            self.model_path(ref), revision=ref.revision, dtype=self.torch_dtype()
-        ).to(self.device)
-        self.pipe.set_progress_bar_config(disable=True)
 
     def _run(self, items: list[WorkItem]) -> list[Image.Image]:
         width, height = items[0].image.size
@@ -46,20 +38,12 @@ def canny_control(image: Image.Image, low: int, high: int) -> Image.Image:
     return Image.fromarray(np.stack([edges] * 3, axis=-1), "RGB")
 
 
-class FluxCannyGenerator(Generator):
+class FluxCannyGenerator(PipelineGenerator):
     """Structure-conditioned inpainting: Canny edges of the anchor steer the new object's outline."""
 
     family = "flux-canny"
+    pipeline_class = "FluxControlInpaintPipeline"
     forbidden_dtypes = ("float16",)
-
-    def _load(self) -> None:
-        from diffusers import FluxControlInpaintPipeline
-
-        ref = self.config.model("pipeline")
-        self.pipe = FluxControlInpaintPipeline.from_pretrained(
-            self.model_path(ref), revision=ref.revision, dtype=self.torch_dtype()
-        ).to(self.device)
-        self.pipe.set_progress_bar_config(disable=True)
 
     def _run(self, items: list[WorkItem]) -> list[Image.Image]:
         width, height = items[0].image.size

@@ -4,22 +4,14 @@ from __future__ import annotations
 
 from PIL import Image
 
-from generators.base import Generator, WorkItem
+from generators.base import PipelineGenerator, WorkItem
 
 
-class SDXLInpaintGenerator(Generator):
+class SDXLInpaintGenerator(PipelineGenerator):
     """Classifier-free guidance with a negative prompt against text, watermarks and low resolution."""
 
     family = "sdxl-inpaint"
-
-    def _load(self) -> None:
-        from diffusers import StableDiffusionXLInpaintPipeline
-
-        ref = self.config.model("pipeline")
-        self.pipe = StableDiffusionXLInpaintPipeline.from_pretrained(
-            self.model_path(ref), revision=ref.revision, dtype=self.torch_dtype()
-        ).to(self.device)
-        self.pipe.set_progress_bar_config(disable=True)
+    pipeline_class = "StableDiffusionXLInpaintPipeline"
 
     def _run(self, items: list[WorkItem]) -> list[Image.Image]:
         width, height = items[0].image.size

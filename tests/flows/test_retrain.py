@@ -1,0 +1,66 @@
+"""retrain_and_benchmark: the acceptance rule, and the whole demo chain under a real Prefect API."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from flows.retrain import ACCEPTED_FILE, compare_with_accepted, headline
+
+
+def results(ssr_new: float, complete_primary: bool) -> dict:
+    groups = {"evaluated": {"ssr": ssr_new - 1, "pa": 50.0}}
+    if complete_primary:
+        groups["primary"] = {"ssr": ssr_new, "pa": 60.0}
+    return {"scorers": [{"label": "release:x", "nearid": {"full": {"groups": groups}}}]}
+
+
+def test_headline_prefers_the_primary_group() -> None:
+    assert headline(results(70.0, True), "release:x") == {"group": "primary", "ssr": 70.0, "pa": 60.0}
+    assert headline(results(70.0, False), "release:x") == {"group": "evaluated", "ssr": 69.0, "pa": 50.0}
+    assert headline(results(70.0, True), "release:other") is None
+
+
+def test_acceptance_rule(tmp_path: Path) -> None:
+    first = {"model": "a", "metrics": {"group": "primary", "ssr": 80.0, "pa": 90.0}}
+    accepted, previous = compare_with_accepted(tmp_path, first, tolerance=1.0)
+    assert accepted and previous is None
+    slightly_worse = {"model": "b", "metrics": {"group": "primary", "ssr": 79.5, "pa": 89.0}}
+    assert compare_with_accepted(tmp_path, slightly_worse, tolerance=1.0)[0]  # within tolerance: accepted
+    worse = {"model": "c", "metrics": {"group": "primary", "ssr": 70.0, "pa": 80.0}}
+    accepted, previous = compare_with_accepted(tmp_path, worse, tolerance=1.0)
+    assert not accepted and previous["model"] == "b"
+    assert json.loads((tmp_path / ACCEPTED_FILE).read_text())["model"] == "b"  # a regression never replaces it
+
+
+def test_demo_chain_end_to_end(prefect_api, tmp_path: Path) -> None:
+    from flows.demo import demo_flow
+    from flows.retrain import RegressionError, retrain_and_benchmark
+
+    out = tmp_path / "demo"
+    summary = demo_flow(out=str(out), identities=48, test_identities=8, val_identities=4, epochs=1)
+    report = Path(summary["report"])
+    assert (report / "report.html").is_file() and (report / "report.md").is_file()
+    assert set(summary["timings"]) >= {"tiny models", "curate", "generate", "train", "export", "evaluate + report"}
+    evaluated = json.loads((report.parent / "results.json").read_text())
+    labels = [entry["label"] for entry in evaluated["scorers"]]
+    assert labels == ["siglip2-map", "release:release"]
+    sources = evaluated["scorers"][1]["nearid"]["full"]["sources"]
+    assert len(sources) == 10 and all(v["n_samples"] == 8 for v in sources.values())
+    assert json.loads((out / "models" / ACCEPTED_FILE).read_text())["model"].endswith("release")
+
+    # a model that scores worse than the accepted one by more than the tolerance fails the run with the numbers
+    accepted = out / "models" / ACCEPTED_FILE
+    record = json.loads(accepted.read_text())
+    record["metrics"]["ssr"] = 1000.0
+    accepted.write_text(json.dumps(record))
+    with pytest.raises(RegressionError, match="accepted model .* has 1000.00"):
+        retrain_and_benchmark(
+            data_root=str(out / "data"),
+            train_config=str(out / "train.yaml"),
+            models_dir=str(out / "models"),
+            model_dir=str(out / "tiny-models"),
+            tolerance=1.0,
+        )
