@@ -211,6 +211,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         identities=args.identities,
         image_size=args.image_size,
         test_identities=args.test_identities,
+        val_identities=args.val_identities,
         epochs=args.epochs,
         seed=args.seed,
     )
@@ -339,6 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--identities", type=_positive_int, default=2400, help="procedural identities")
     p.add_argument("--image-size", type=_positive_int, default=64, help="view size in pixels")
     p.add_argument("--test-identities", type=_positive_int, default=60, help="held-out identities benchmarked")
+    p.add_argument("--val-identities", type=_positive_int, default=30, help="identities for validation")
     p.add_argument("--epochs", type=_positive_int, default=12, help="training epochs of the tiny head")
     p.add_argument("--seed", type=int, default=0, help="procedural generator seed")
     p.set_defaults(func=cmd_demo)

@@ -43,9 +43,14 @@ def test_bad_arguments_are_clear(tmp_path, capsys: pytest.CaptureFixture) -> Non
     assert "[manifest-missing]" in capsys.readouterr().out
 
 
-def test_demo_smoke(tmp_path, capsys: pytest.CaptureFixture) -> None:
+def test_demo_smoke(tmp_path) -> None:
+    """The CLI entry point end to end, in its own process: it sets up a private embedded Prefect home."""
     out = tmp_path / "run"
-    assert main(["demo", "--out", str(out), "--identities", "9", "--image-size", "48", "--no-progress"]) == 0
-    printed = capsys.readouterr().out
-    assert "validation:  OK" in printed and str(out / "data") in printed
-    assert (out / "data" / "manifest.json").is_file() and (out / "tiny-models" / "tiny-models.json").is_file()
+    args = ["demo", "--out", str(out), "--identities", "60", "--test-identities", "6", "--val-identities", "4"]
+    result = subprocess.run(
+        [sys.executable, "-m", "nearid.cli", *args, "--epochs", "1"], capture_output=True, text=True, timeout=900
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "demo finished" in result.stdout and "procedural" in result.stdout
+    assert (out / "train" / "evaluation" / "report" / "report.html").is_file()
+    assert (out / ".prefect").is_dir()  # Prefect's home lives inside the run folder
