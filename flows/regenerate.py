@@ -67,13 +67,6 @@ class ShardRunOptions:
     slot_dir: str | None = None
 
 
-def distractor_path(identities_path: str, config: str) -> str:
-    """``identities/shard-00003.parquet`` -> ``distractors/<config>/shard-00003.parquet``."""
-    from storage import distractors_table
-
-    return identities_path.replace("identities/", f"{distractors_table(config)}/", 1)
-
-
 def shard_selection(shards: str | Sequence[int] | None) -> str | None:
     """A flow parameter (``"0-3,7"``, ``[3, 7]`` or None for all) as ``nearid generate --shards`` text."""
     if shards is None or isinstance(shards, str):

@@ -100,9 +100,16 @@ def _clip_text(seed: int, vocab_size: int, with_projection: bool = False) -> Any
     return model_cls(config).eval()
 
 
-def _vae(seed: int, latent_channels: int, flux: bool) -> Any:
+VAE_LATENT_LAYOUTS = {"flux": (16, 0.3611, 0.1159), "sdxl": (4, 0.13025, None), "sd15": (4, 0.18215, None)}
+"""Family -> (latent channels, scaling factor, shift factor) of the published VAEs."""
+
+
+def tiny_vae(seed: int, family: str) -> Any:
+    """An 8x AutoencoderKL with the latent layout of ``family`` (FLUX has no quant convs and no upcast)."""
     from diffusers import AutoencoderKL
 
+    latent_channels, scaling, shift = VAE_LATENT_LAYOUTS[family]
+    flux = family == "flux"
     _seed(seed)
     return AutoencoderKL(
         in_channels=3,
@@ -113,8 +120,8 @@ def _vae(seed: int, latent_channels: int, flux: bool) -> Any:
         layers_per_block=1,
         latent_channels=latent_channels,
         norm_num_groups=4,
-        scaling_factor=0.3611 if flux else 0.13025,
-        shift_factor=0.1159 if flux else None,
+        scaling_factor=scaling,
+        shift_factor=shift,
         use_quant_conv=not flux,
         use_post_quant_conv=not flux,
         force_upcast=not flux,
@@ -176,7 +183,7 @@ def _flux_components(seed: int, in_channels: int) -> dict[str, Any]:
     )
     return {
         "scheduler": scheduler,
-        "vae": _vae(seed + 2, latent_channels=16, flux=True),
+        "vae": tiny_vae(seed + 2, "flux"),
         "text_encoder": _clip_text(seed + 3, len(clip_tokenizer)),
         "tokenizer": clip_tokenizer,
         "text_encoder_2": t5,
@@ -234,7 +241,7 @@ def tiny_sdxl_inpaint(seed: int = 0) -> Any:
         prediction_type="epsilon",
     )
     return StableDiffusionXLInpaintPipeline(
-        vae=_vae(seed + 1, latent_channels=4, flux=False),
+        vae=tiny_vae(seed + 1, "sdxl"),
         text_encoder=_clip_text(seed + 2, len(tokenizer)),
         text_encoder_2=_clip_text(seed + 3, len(tokenizer), with_projection=True),
         tokenizer=tokenizer,

@@ -25,7 +25,7 @@ from generators.powerpaint import (
     VECTORS_PER_TASK_TOKEN,
     WRAPPED_EMBEDDING_KEY,
 )
-from generators.tiny import tiny_clip_tokenizer
+from generators.tiny import tiny_clip_tokenizer, tiny_vae
 
 
 logger = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ def tiny_clip_text_encoder(seed: int, vocab_size: int) -> Any:
 
 def tiny_powerpaint_base(seed: int = 0) -> Any:
     """A StableDiffusionPipeline shaped like SD1.5 in miniature, with the SD1.5 PNDM scheduler config."""
-    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 
     tokenizer = tiny_clip_tokenizer()
     torch.manual_seed(seed)
@@ -79,18 +79,7 @@ def tiny_powerpaint_base(seed: int = 0) -> Any:
         attention_head_dim=8,
         norm_num_groups=8,
     ).eval()
-    torch.manual_seed(seed + 1)
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(8, 8, 16, 16),
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=4,
-        scaling_factor=0.18215,
-    ).eval()
+    vae = tiny_vae(seed + 1, "sd15")
     scheduler = PNDMScheduler(
         beta_start=0.00085,
         beta_end=0.012,

@@ -44,7 +44,7 @@ from nearid.masks import clean_mask
 from nearid.splits import SPLIT_SALT, assign_splits, default_split_sizes
 from storage import ShardEntry, ShardWriter, shard_path
 from storage.jobs import run_shard_jobs
-from storage.syncd import MAX_SOURCE_VIEWS, SyncdItem, UnsafePathError, read_metadata, view_paths
+from storage.syncd import MAX_SOURCE_VIEWS, SyncdItem, UnsafePathError, metadata_files, read_metadata, view_paths
 
 
 logger = logging.getLogger(__name__)
@@ -380,8 +380,6 @@ def _quality(item: SyncdItem, views: list[int]) -> float | None:
 
 
 def _metadata_digest(input_dir: str, config: SyncdCurationConfig) -> str:
-    from storage.syncd import metadata_files
-
     digest = hashlib.sha256()
     for path in metadata_files(input_dir, with_scores=config.uses_scores):
         digest.update(path.name.encode())

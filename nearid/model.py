@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import logging
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -77,6 +76,3 @@ class NearIDModel(nn.Module):
     @property
     def embed_dim(self) -> int:
         return int(self.backbone.config.hidden_size)
-
-    def head_state(self) -> dict[str, Any]:
-        return {k: v.detach().cpu() for k, v in self.head.state_dict().items()}

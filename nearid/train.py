@@ -16,6 +16,7 @@ import shutil
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -51,37 +52,51 @@ def embed_tuples(model: NearIDModel, pixel_values: torch.Tensor, valid: torch.Te
     return out.view(batch, slots, -1)
 
 
-@torch.no_grad()
-def validate_ssr(model: NearIDModel, root: str, source: str, processor, batch_size: int = 64) -> dict[str, float]:
-    """SSR / PA of the current model on the val split against one distractor source (full images)."""
-    from nearid.metrics import discrimination
+@dataclass(frozen=True)
+class ValidationSet:
+    """The val identities' views and their distractors from one source, decoded once per run."""
+
+    images: list
+    slots: list[tuple[int, int, str]]  # (identity index, view slot, "view" | "distractor") per image
+    identities: int
+
+
+def load_validation_set(root: str, source: str) -> ValidationSet | None:
+    """Views of the ``val`` split and their distractors in ``source``; only val rows are decoded."""
     from storage import TableReader
 
-    identities = [r for r in TableReader(root, "identities").iter_rows() if r["split"] == "val"]
-    if not identities:
-        return {}
+    reader = TableReader(root, "identities")
+    rows = [reader.decode_row(r) for r in reader.iter_rows(decode=False) if r["split"] == "val"]
+    if not rows:
+        return None
     distractors = TableReader(root, f"distractors/{source}")
     present = set(distractors.ids().tolist())
-    images, where = [], []
-    for n, row in enumerate(identities):
-        nrow = distractors.get(row["id"]) if row["id"] in present else {}
+    images, slots = [], []
+    for n, row in enumerate(rows):
+        distractor_row = distractors.get(row["id"]) if row["id"] in present else {}
         for k in range(3):
-            if row[f"images{k + 1}"] is not None:
-                images.append(row[f"images{k + 1}"])
-                where.append((n, k, "view"))
-            if nrow.get(f"nimg{k + 1}") is not None:
-                images.append(nrow[f"nimg{k + 1}"])
-                where.append((n, k, "distractor"))
+            for kind, image in (("view", row[f"images{k + 1}"]), ("distractor", distractor_row.get(f"nimg{k + 1}"))):
+                if image is not None:
+                    images.append(image)
+                    slots.append((n, k, kind))
+    return ValidationSet(images, slots, len(rows))
+
+
+@torch.no_grad()
+def validate_ssr(model: NearIDModel, val: ValidationSet, processor, batch_size: int = 64) -> dict[str, float]:
+    """SSR / PA of the current model on the validation set (full images)."""
+    from nearid.metrics import discrimination
+
     device = next(model.head.parameters()).device
     embeddings = []
-    for start in range(0, len(images), batch_size):
-        pixels = processor(images=images[start : start + batch_size], return_tensors="pt")["pixel_values"]
+    for start in range(0, len(val.images), batch_size):
+        pixels = processor(images=val.images[start : start + batch_size], return_tensors="pt")["pixel_values"]
         embeddings.append(model.embed(pixels.to(device)).float().cpu())
     vectors = torch.cat(embeddings).numpy()
-    n, dim = len(identities), vectors.shape[1]
+    n, dim = val.identities, vectors.shape[1]
     views, dists = np.zeros((n, 3, dim)), np.zeros((n, 3, dim))
     view_valid, dist_valid = np.zeros((n, 3), bool), np.zeros((n, 3), bool)
-    for (i, k, kind), vector in zip(where, vectors, strict=True):
+    for (i, k, kind), vector in zip(val.slots, vectors, strict=True):
         (views if kind == "view" else dists)[i, k] = vector
         (view_valid if kind == "view" else dist_valid)[i, k] = True
     result = discrimination(
@@ -206,6 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # 6. the loop
     val_source = config.run.val_source or config.data.sources[0]
+    val_set = load_validation_set(config.data.root, val_source) if accelerator.is_main_process else None
     bar = tqdm(
         total=total_steps, initial=step, desc="train", unit="step", disable=not accelerator.is_local_main_process
     )
@@ -258,7 +274,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if accelerator.is_main_process:  # the unwrapped head: a DDP forward on one rank would hang
                     plain = NearIDModel(model.backbone, accelerator.unwrap_model(model.head))
                     plain.head.eval()
-                    values = validate_ssr(plain, config.data.root, val_source, processor)
+                    values = validate_ssr(plain, val_set, processor) if val_set else {}
                     plain.head.train()
                     if values:
                         log(values)

@@ -116,7 +116,3 @@ def _sample(row: dict, where: str, position: int) -> MTGSample:
         object_mask=(_mask(row["image_1_object_mask"]), _mask(row["image_2_object_mask"])),
         part_mask=(_mask(row["image_1_part_mask"]), _mask(row["image_2_part_mask"])),
     )
-
-
-def mtg_length(path: str | Path, split: str | None = None) -> int:
-    return len(_load(path, split))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from collections import Counter
 from pathlib import Path
@@ -149,7 +150,7 @@ def test_cleaned_masks_are_stored_binary(planted: tuple[Path, dict], tmp_path: P
     out = str(tmp_path / "out")
     curate_syncd(str(folder), out, progress=False)
     row = next(TableReader(out, "identities").iter_rows(decode=False))
-    mask = np.asarray(Image.open(__import__("io").BytesIO(row["masks1"]["bytes"])))
+    mask = np.asarray(Image.open(io.BytesIO(row["masks1"]["bytes"])))
     assert mask.dtype == np.uint8 and set(np.unique(mask).tolist()) == {0, 255}
 
 

@@ -7,12 +7,12 @@ import pytest
 
 from nearid.sources.mtg_layout import write_procedural_mtg
 from nearid.sources.procedural import ProceduralConfig
-from storage.mtg import MTGLayoutError, mtg_length, read_mtg
+from storage.mtg import MTGLayoutError, open_mtg, read_mtg
 
 
 def test_read_procedural_mtg(tmp_path: Path) -> None:
     write_procedural_mtg(tmp_path / "mtg", ProceduralConfig(identities=7, image_size=48), {"train": 4, "test": 3})
-    assert mtg_length(tmp_path / "mtg", "train") == 4
+    assert len(open_mtg(tmp_path / "mtg", "train")) == 4
     samples = list(read_mtg(tmp_path / "mtg", "test"))
     assert len(samples) == 3
     for s in samples:
