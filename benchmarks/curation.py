@@ -23,11 +23,11 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from nearid.curate_syncd import SyncdCurationConfig, curate_syncd  # noqa: E402
-from nearid.logs import setup_logging  # noqa: E402
-from nearid.masks import clean_mask  # noqa: E402
-from nearid.sources.procedural import ProceduralConfig  # noqa: E402
-from nearid.sources.syncd_layout import write_syncd_folder  # noqa: E402
+from nearid.common.logs import setup_logging  # noqa: E402
+from nearid.common.masks import clean_mask  # noqa: E402
+from nearid.common.procedural import ProceduralConfig  # noqa: E402
+from nearid.curation.syncd import SyncdCurationConfig, curate_syncd  # noqa: E402
+from nearid.offline.syncd_layout import write_syncd_folder  # noqa: E402
 from storage import TableReader  # noqa: E402
 from storage.codecs import encode_mask, encode_png  # noqa: E402
 from storage.syncd import read_metadata, view_paths  # noqa: E402

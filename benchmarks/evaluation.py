@@ -26,15 +26,15 @@ from PIL import Image  # noqa: E402
 from PIL.PngImagePlugin import PngInfo  # noqa: E402
 
 from generators.run import generate_distractors  # noqa: E402
-from nearid.curate import curate_procedural  # noqa: E402
-from nearid.evaluate import EvaluationConfig, evaluate  # noqa: E402
-from nearid.logs import setup_logging  # noqa: E402
-from nearid.metrics import SOURCES  # noqa: E402
-from nearid.scorers import ScorerSettings, build_scorer  # noqa: E402
-from nearid.sources.dreambench_layout import write_synthetic_dreambench  # noqa: E402
-from nearid.sources.mtg_layout import write_procedural_mtg  # noqa: E402
-from nearid.sources.procedural import ProceduralConfig  # noqa: E402
-from nearid.tiny_models import build_tiny_models  # noqa: E402
+from nearid.common.logs import setup_logging  # noqa: E402
+from nearid.common.procedural import ProceduralConfig  # noqa: E402
+from nearid.curation.procedural import curate_procedural  # noqa: E402
+from nearid.evaluation.evaluate import EvaluationConfig, evaluate  # noqa: E402
+from nearid.evaluation.metrics import SOURCES  # noqa: E402
+from nearid.evaluation.scorers import ScorerSettings, build_scorer  # noqa: E402
+from nearid.offline.dreambench_layout import write_synthetic_dreambench  # noqa: E402
+from nearid.offline.mtg_layout import write_procedural_mtg  # noqa: E402
+from nearid.offline.tiny_models import build_tiny_models  # noqa: E402
 from storage import ShardWriter, TableReader, commit_shards, load_manifest  # noqa: E402
 
 

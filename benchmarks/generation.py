@@ -22,10 +22,10 @@ from pathlib import Path
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 from generators.run import generate_distractors  # noqa: E402
-from nearid.curate import curate_procedural  # noqa: E402
-from nearid.logs import setup_logging  # noqa: E402
-from nearid.sources.procedural import ProceduralConfig  # noqa: E402
-from nearid.tiny_models import build_tiny_models  # noqa: E402
+from nearid.common.logs import setup_logging  # noqa: E402
+from nearid.common.procedural import ProceduralConfig  # noqa: E402
+from nearid.curation.procedural import curate_procedural  # noqa: E402
+from nearid.offline.tiny_models import build_tiny_models  # noqa: E402
 
 
 def run(root: str, config: str, overrides: dict, model_dir: str | None) -> tuple[int, float]:

@@ -68,7 +68,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="nearid-orchestration-bench-"))
     use_embedded_default(work / "run")  # before Prefect is imported: a fresh embedded home
 
-    from nearid.logs import setup_logging
+    from nearid.common.logs import setup_logging
 
     setup_logging(-1)
     from prefect import flow, task
@@ -76,8 +76,8 @@ def main() -> None:
     from flows.gpu import Slot, run_streaming
     from flows.regenerate import ShardRunOptions, generate_command, plan_shards, regenerate_flow
     from generators.run import generate_distractors
-    from nearid.curate import curate_procedural
-    from nearid.sources.procedural import ProceduralConfig
+    from nearid.common.procedural import ProceduralConfig
+    from nearid.curation.procedural import curate_procedural
     from storage import load_manifest
 
     root = str(work / "data")

@@ -18,8 +18,8 @@ from pathlib import Path
 # run as a script, this file's folder comes first on sys.path and its name would shadow the package
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
-from nearid.logs import setup_logging  # noqa: E402
-from nearid.sources.procedural import ProceduralConfig, plan_identities, render_identity  # noqa: E402
+from nearid.common.logs import setup_logging  # noqa: E402
+from nearid.common.procedural import ProceduralConfig, plan_identities, render_identity  # noqa: E402
 from storage import ShardWriter, TableReader, commit_shards, shard_path  # noqa: E402
 from storage.codecs import decode_mask, decode_rgb, encode_mask, encode_png  # noqa: E402
 

@@ -24,21 +24,21 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 import torch  # noqa: E402
 
 from generators.run import generate_distractors  # noqa: E402
-from nearid.curate import curate_procedural  # noqa: E402
-from nearid.logs import setup_logging  # noqa: E402
-from nearid.losses import nearid_loss  # noqa: E402
-from nearid.model import NearIDModel  # noqa: E402
-from nearid.sources.procedural import ProceduralConfig  # noqa: E402
-from nearid.train import embed_tuples  # noqa: E402
-from nearid.train_config import DataConfig  # noqa: E402
-from nearid.train_data import TupleDataset  # noqa: E402
+from nearid.common.logs import setup_logging  # noqa: E402
+from nearid.common.procedural import ProceduralConfig  # noqa: E402
+from nearid.curation.procedural import curate_procedural  # noqa: E402
+from nearid.model.nearid_model import NearIDModel  # noqa: E402
+from nearid.training.config import DataConfig  # noqa: E402
+from nearid.training.data import TupleDataset  # noqa: E402
+from nearid.training.losses import nearid_loss  # noqa: E402
+from nearid.training.train import embed_tuples  # noqa: E402
 
 
 def build_backbone(size: str, folder: Path) -> str:
     from transformers import SiglipImageProcessorPil, SiglipVisionConfig, SiglipVisionModel
 
     if size == "tiny":
-        from nearid.tiny_encoders import tiny_siglip
+        from nearid.offline.tiny_encoders import tiny_siglip
 
         model, processor = tiny_siglip()
     else:

@@ -1,7 +1,7 @@
 """The ``curate`` flow: a source of identities to ``identities/`` shards, a report and rejects.
 
-Thin by design: the work is :func:`nearid.curate.curate_procedural` or
-:func:`nearid.curate_syncd.curate_syncd`, which the CLI runs without Prefect too. The rebuild flow
+Thin by design: the work is :func:`nearid.curation.procedural.curate_procedural` or
+:func:`nearid.curation.syncd.curate_syncd`, which the CLI runs without Prefect too. The rebuild flow
 calls this one as a subflow.
 """
 
@@ -32,8 +32,8 @@ def curate_flow(
     """Curate identities into the dataset root ``out``; returns the curation summary as a dict."""
     logger = run_logger()
     if source == "procedural":
-        from nearid.curate import curate_procedural
-        from nearid.sources.procedural import ProceduralConfig
+        from nearid.common.procedural import ProceduralConfig
+        from nearid.curation.procedural import curate_procedural
 
         config = ProceduralConfig(identities=identities, image_size=image_size, seed=seed)
         summary = curate_procedural(
@@ -47,7 +47,7 @@ def curate_flow(
             progress=False,
         )
     elif source == "syncd":
-        from nearid.curate_syncd import SyncdCurationConfig, curate_syncd
+        from nearid.curation.syncd import SyncdCurationConfig, curate_syncd
 
         if input_dir is None:
             raise ValueError("source 'syncd' needs input_dir, the SynCD release folder")

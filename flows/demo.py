@@ -28,7 +28,7 @@ DEMO_TRAINING = {
 
 @task(name="tiny-models")
 def tiny_models_task(folder: str) -> str:
-    from nearid.tiny_models import build_tiny_models
+    from nearid.offline.tiny_models import build_tiny_models
 
     build_tiny_models(folder)
     return folder

@@ -1,6 +1,6 @@
 """The ``retrain_and_benchmark`` flow: optional rebuild, training, export, evaluation, report, acceptance.
 
-Training runs ``accelerate launch -m nearid.train`` in a child process whose output streams into the
+Training runs ``accelerate launch -m nearid.training.train`` in a child process whose output streams into the
 run log and which has its own deadline. The new model is evaluated next to the chosen scorers; the
 report is published as files and as Prefect artifacts; then the new model's pooled SSR is compared
 with the last accepted model's: a drop beyond the tolerance fails the run with both numbers, anything
@@ -58,8 +58,8 @@ def compare_with_accepted(
 def train_task(train_config: str, num_processes: int, timeout_s: float) -> str:
     """Run training to completion in a child process; returns the run folder."""
     from flows.gpu import run_streaming
-    from nearid.launch import accelerate_command
-    from nearid.train_config import TrainConfig
+    from nearid.training.config import TrainConfig
+    from nearid.training.launch import accelerate_command
 
     config = TrainConfig.from_yaml(train_config)
     command = accelerate_command(train_config, num_processes=num_processes)
@@ -69,7 +69,7 @@ def train_task(train_config: str, num_processes: int, timeout_s: float) -> str:
 
 @task(name="export-model")
 def export_task(run: str) -> str:
-    from nearid.export import export_model
+    from nearid.training.export import export_model
 
     return str(export_model(run, Path(run) / "release", best=False))
 

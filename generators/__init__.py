@@ -1,5 +1,5 @@
 """Inpainting generators that paint near-identity distractors into the background of each view.
 
-``generators.tiny`` builds tiny random-weight pipelines of every diffusers family used here, so the
+``nearid.offline.tiny_pipelines`` builds tiny random-weight pipelines of every diffusers family used here, so the
 real loading and calling code runs offline in tests and in the demo.
 """

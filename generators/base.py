@@ -28,7 +28,7 @@ from generators.policy import (
     to_output,
     working_size,
 )
-from nearid.masks import clean_mask
+from nearid.common.masks import clean_mask
 
 
 logger = logging.getLogger(__name__)

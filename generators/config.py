@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from nearid.hashing import config_hash
+from nearid.common.hashing import config_hash
 
 
 Family = Literal["flux-fill", "flux-canny", "sdxl-inpaint", "qwen-inpaint", "powerpaint", "procedural", "null"]

@@ -24,7 +24,7 @@ from generators.families import build_generator
 from generators.policy import derive_seed
 from generators.prompts import PromptBook
 from generators.registry import get_config
-from nearid.hashing import config_hash
+from nearid.common.hashing import config_hash
 from storage import ShardEntry, ShardWriter, TableReader, distractors_table, load_manifest
 from storage.codecs import encode_png
 from storage.jobs import run_shard_jobs

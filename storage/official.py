@@ -174,8 +174,8 @@ def import_official(
     shard_size: int = 256,
 ) -> ImportSummary:
     """Import the official positives (and row-aligned distractor datasets) into our layout at ``out``."""
-    from nearid.hashing import config_hash
-    from nearid.splits import assign_splits, default_split_sizes
+    from nearid.common.hashing import config_hash
+    from nearid.common.splits import assign_splits, default_split_sizes
 
     summary = ImportSummary()
     pos = load_official(positives)
@@ -244,7 +244,7 @@ def import_official(
 def _import_distractors(
     folder: str | Path, out: str, name: str, ids: list[int], shard_size: int, summary: ImportSummary
 ) -> int:
-    from nearid.hashing import config_hash
+    from nearid.common.hashing import config_hash
 
     ds = load_official(folder)
     if len(ds) != len(ids):

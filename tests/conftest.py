@@ -16,7 +16,7 @@ os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 
 @pytest.fixture(scope="session")
 def tiny_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from nearid.tiny_models import build_tiny_models
+    from nearid.offline.tiny_models import build_tiny_models
 
     out = tmp_path_factory.mktemp("tiny-models")
     build_tiny_models(out)
@@ -26,8 +26,8 @@ def tiny_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def procedural_root(tmp_path_factory: pytest.TempPathFactory) -> str:
     """12 procedural identities at 64 px in 3 shards; treat as read-only (copy it to modify)."""
-    from nearid.curate import curate_procedural
-    from nearid.sources.procedural import ProceduralConfig
+    from nearid.common.procedural import ProceduralConfig
+    from nearid.curation.procedural import curate_procedural
 
     root = str(tmp_path_factory.mktemp("procedural") / "data")
     curate_procedural(root, ProceduralConfig(identities=12, image_size=64, seed=3), shard_size=5, progress=False)

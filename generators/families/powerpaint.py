@@ -25,7 +25,7 @@ class PowerPaintGenerator(Generator):
         return root, root / (base.subfolder or "")
 
     def _load(self) -> None:
-        from generators.powerpaint import load_powerpaint
+        from generators.powerpaint.pipeline import load_powerpaint
 
         checkpoint, base = self._folders()
         self.pipe = load_powerpaint(checkpoint, base, torch_dtype=self.torch_dtype()).to(self.device)

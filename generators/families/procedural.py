@@ -15,7 +15,7 @@ from PIL import Image
 
 from generators.base import Generator, WorkItem
 from generators.policy import dilate
-from nearid.sources.procedural import ViewPose, perturb, random_spec, render_object, spec_from_description
+from nearid.common.procedural import ViewPose, perturb, random_spec, render_object, spec_from_description
 
 
 class ProceduralGenerator(Generator):

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from nearid.sources.procedural import ProceduralConfig
-from nearid.sources.syncd_layout import write_syncd_folder
+from nearid.common.procedural import ProceduralConfig
+from nearid.offline.syncd_layout import write_syncd_folder
 from storage import load_manifest
 from storage.validate import validate
 

@@ -209,8 +209,8 @@ def _deploy_regenerate(client: object, env: dict[str, str]) -> object:
 @pytest.fixture
 def dataset(tmp_path: Path) -> str:
     """8 procedural identities in 4 shards of 2."""
-    from nearid.curate import curate_procedural
-    from nearid.sources.procedural import ProceduralConfig
+    from nearid.common.procedural import ProceduralConfig
+    from nearid.curation.procedural import curate_procedural
 
     root = str(tmp_path / "data")
     curate_procedural(root, ProceduralConfig(identities=8, image_size=64, seed=5), shard_size=2, progress=False)

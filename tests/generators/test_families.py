@@ -10,7 +10,7 @@ from generators.base import GeneratorInputError, InpaintRequest
 from generators.families import FAMILIES, build_generator
 from generators.policy import dilate, resize_pair
 from generators.registry import CONFIGS, get_config
-from nearid.sources.procedural import ObjectSpec, ViewPose, render_background, render_object
+from nearid.common.procedural import ObjectSpec, ViewPose, render_background, render_object
 
 
 SIZE = 64

@@ -12,8 +12,8 @@ from generators.families.null import NullGenerator
 from generators.registry import get_config
 from generators.run import generate_distractors, parse_shards
 from nearid.cli import main
-from nearid.curate import curate_procedural
-from nearid.sources.procedural import ProceduralConfig
+from nearid.common.procedural import ProceduralConfig
+from nearid.curation.procedural import curate_procedural
 from storage import ShardWriter, TableReader, commit_shards, load_manifest, shard_path
 from storage.validate import validate
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nearid.eval_dreambench import mh_correlations, mh_from_files
-from nearid.metrics import fisher_z_mean, pearson
-from nearid.sources.dreambench_layout import write_synthetic_dreambench
+from nearid.evaluation.benchmarks.dreambench import mh_correlations, mh_from_files
+from nearid.evaluation.metrics import fisher_z_mean, pearson
+from nearid.offline.dreambench_layout import write_synthetic_dreambench
 from storage.dreambench import (
     METHODS,
     DreamBenchLayoutError,

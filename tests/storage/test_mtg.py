@@ -5,8 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nearid.sources.mtg_layout import write_procedural_mtg
-from nearid.sources.procedural import ProceduralConfig
+from nearid.common.procedural import ProceduralConfig
+from nearid.offline.mtg_layout import write_procedural_mtg
 from storage.mtg import MTGLayoutError, open_mtg, read_mtg
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from nearid.cli import main
-from nearid.sources.procedural import ProceduralConfig, plan_identities, render_identity
+from nearid.common.procedural import ProceduralConfig, plan_identities, render_identity
 from storage import TableReader
 from storage.codecs import encode_mask, encode_png
 from storage.official import OfficialLayoutError, config_name_for, export_official, import_official, read_split_files

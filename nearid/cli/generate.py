@@ -1,0 +1,78 @@
+"""Generation commands: ``generators`` (list every configuration) and ``generate`` (write distractor shards)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from nearid.cli.args import add_progress, key_value, positive_int
+
+
+def cmd_generators(args: argparse.Namespace) -> int:
+    from generators.registry import CONFIGS
+
+    if args.json:
+        print(json.dumps({name: config.to_dict() for name, config in CONFIGS.items()}, indent=2))
+        return 0
+    for name, config in CONFIGS.items():
+        print(f"{name:16s} {config.family:13s} {config.params_hash()}  {config.description}")
+        models = ", ".join(f"{m.role}={m.hub_id}" for m in config.models) or "no weights"
+        print(
+            f"{'':16s} res {config.resolution} ({config.resize_mode}), steps {config.steps}, "
+            f"guidance {config.guidance}, strength {config.strength}; {models}"
+        )
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from generators.run import generate_distractors
+
+    overrides = dict(args.set)
+    if args.batch_size:
+        overrides["batch_size"] = args.batch_size
+    summaries = generate_distractors(
+        args.data,
+        args.config,
+        shards=args.shards,
+        force=args.force,
+        device=args.device,
+        dtype=args.dtype,
+        model_dir=args.model_dir,
+        overrides=overrides,
+        progress=not args.no_progress,
+        splits=args.splits.split(",") if args.splits else None,
+    )
+    for s in summaries:
+        print(
+            f"{s.config:16s} shards written {s.shards_written}, skipped {s.shards_skipped}; "
+            f"images {s.images_written} written, {s.images_rejected} rejected; {s.seconds:.1f}s"
+        )
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the generation commands to the ``nearid`` parser."""
+    p = sub.add_parser("generators", help="list every generator configuration with all its parameters")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_generators)
+
+    p = sub.add_parser("generate", help="write distractors/<config> shards for one or more configurations")
+    p.add_argument("--data", required=True, help="dataset root with identities")
+    p.add_argument("--config", action="append", required=True, help="configuration name (repeatable)")
+    p.add_argument("--shards", default=None, help="identity shards to process, e.g. 0-3,7 (default: all)")
+    p.add_argument("--splits", default=None, help="only identities of these splits, e.g. test or val,test")
+    p.add_argument("--force", action="store_true", help="regenerate shards even when complete")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cuda:0 (default: cpu)")
+    p.add_argument("--dtype", default="float32", help="float32, bf16 or fp16 (FLUX and Qwen refuse fp16)")
+    p.add_argument("--model-dir", default=None, help="folder with one sub-folder per model (e.g. tiny models)")
+    p.add_argument("--batch-size", type=positive_int, default=None, help="images per pipeline call")
+    p.add_argument(
+        "--set",
+        type=key_value,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a configuration field, e.g. --set steps=2 --set resolution=64 (recorded in the hash)",
+    )
+    add_progress(p)
+    p.set_defaults(func=cmd_generate)

@@ -1,0 +1,37 @@
+"""Training commands: ``train`` (under ``accelerate launch``) and ``export-model`` (the release layout)."""
+
+from __future__ import annotations
+
+import argparse
+
+from nearid.cli.args import positive_int
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from nearid.training.launch import launch_training
+
+    return launch_training(args.config, num_processes=args.num_processes, resume=args.resume, cpu=args.cpu or None)
+
+
+def cmd_export_model(args: argparse.Namespace) -> int:
+    from nearid.training.export import export_model
+
+    folder = export_model(args.run, args.out, best=args.best)
+    print(f"release written to {folder}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the training commands to the ``nearid`` parser."""
+    p = sub.add_parser("train", help="train the NearID head (runs accelerate launch -m nearid.training.train for you)")
+    p.add_argument("--config", required=True, help="training YAML (see docs/training.md)")
+    p.add_argument("--num-processes", type=positive_int, default=1, help="processes (GPUs, or CPU workers)")
+    p.add_argument("--resume", default=None, help="a checkpoint folder, or 'latest'")
+    p.add_argument("--cpu", action="store_true", help="train on CPU even when a GPU is present")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("export-model", help="write a training run as the official NearID release layout")
+    p.add_argument("run", help="training run folder (run.out of the config)")
+    p.add_argument("--out", required=True, help="release folder to write")
+    p.add_argument("--best", action="store_true", help="export the best head on validation instead of the final one")
+    p.set_defaults(func=cmd_export_model)

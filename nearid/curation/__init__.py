@@ -1,0 +1,1 @@
+"""Curation: identities in (procedural or a SynCD release), ``identities/`` shards, ``rejects/`` and a report out."""

@@ -1,1 +1,0 @@
-"""Sources of identities: where curation reads multi-view objects from."""

@@ -1,0 +1,212 @@
+"""Training: schedule, configs, tuples, a CPU run that resumes exactly, and the 2-process launch."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from generators.run import generate_distractors
+from nearid.common.procedural import ProceduralConfig
+from nearid.curation.procedural import curate_procedural
+from nearid.offline.mtg_layout import write_procedural_mtg
+from nearid.training.config import DataConfig, TrainConfig
+from nearid.training.data import SplitLeakError, TupleDataset, check_splits
+from nearid.training.train import lr_factor
+
+
+@pytest.fixture(scope="module")
+def train_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    base = tmp_path_factory.mktemp("train")
+    root = str(base / "data")
+    curate_procedural(root, ProceduralConfig(identities=40, image_size=64, seed=5), shard_size=16, progress=False)
+    generate_distractors(root, ["procedural"], overrides={"resolution": 64}, progress=False)
+    write_procedural_mtg(base / "mtg", ProceduralConfig(identities=10, image_size=64, seed=6), {"train": 6, "test": 4})
+    return base
+
+
+def write_config(base: Path, tiny_models_dir: Path, out: str, **optim) -> Path:
+    config = {
+        "data": {
+            "root": str(base / "data"),
+            "sources": ["procedural"],
+            "mtg": str(base / "mtg"),
+            "num_workers": 0,
+            "cache_dir": str(base / "cache"),
+        },
+        "model": {"backbone": str(tiny_models_dir / "siglip2")},
+        "optim": {"lr": 1e-3, "warmup_steps": 2, "epochs": 3, "global_batch": 8, **optim},
+        "run": {"out": str(base / out), "log_every": 2, "eval_every": 5, "checkpoint_every": 5},
+    }
+    path = base / f"{out}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def train(config: Path, *extra: str) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "nearid.training.train", "--config", str(config), *extra],
+        check=True,
+        capture_output=True,
+    )
+
+
+def test_lr_schedule() -> None:
+    assert lr_factor(0, 100, 1000) == pytest.approx(0.01) and lr_factor(99, 100, 1000) == pytest.approx(1.0)
+    assert lr_factor(100, 100, 1000) == pytest.approx(1.0)
+    assert lr_factor(550, 100, 1000) == pytest.approx(0.5)
+    assert lr_factor(1000, 100, 1000) == pytest.approx(0.0)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"data": {"root": "x", "sources": ["a"], "splits": ["train", "test"]}}, "training on \\['test'\\]"),
+        ({"data": {"root": "x", "sources": ["a"], "mtg": "m", "mtg_split": "test"}}, "MTG test split"),
+        ({"data": {"root": "x", "sources": []}}, "at least one distractor"),
+        ({"data": {"root": "x", "sources": ["a"], "colour": 1}}, "unknown keys in data"),
+        ({"loss": {"name": "triplet"}}, "unknown loss 'triplet'"),
+        ({"loss": {"params": {"gamma": 2.0}}}, "does not take gamma"),
+        ({"optim": {"lr": 0}}, "lr and grad_clip must be > 0"),
+        ({"extra": {}}, "unknown config sections"),
+    ],
+)
+def test_bad_configs_are_refused(change: dict, message: str) -> None:
+    config = {"data": {"root": "x", "sources": ["a"]}, "run": {"out": "o"}} | change
+    with pytest.raises(ValueError, match=message):
+        TrainConfig.from_dict(config)
+
+
+def test_split_leak_is_refused() -> None:
+    check_splits({1: "train", 2: "train"}, [1, 2])
+    with pytest.raises(SplitLeakError, match="1 held-out identities would be used for training: 3 \\(val\\)"):
+        check_splits({1: "train", 3: "val"}, [1, 3])
+
+
+def test_tuples(train_data: Path, tiny_models_dir: Path) -> None:
+    from transformers import AutoImageProcessor
+
+    from storage import TableReader
+
+    processor = AutoImageProcessor.from_pretrained(tiny_models_dir / "siglip2")
+    plain = DataConfig(
+        root=str(train_data / "data"),
+        sources=("procedural",),
+        mtg=str(train_data / "mtg"),
+        anchor_mask_prob=0,
+        positive_mask_prob=0,
+        distractor_mask_prob=0,
+        flip_prob=0,
+        jitter_prob=0,
+        affine_prob=0,
+        num_workers=0,
+        cache_dir=str(train_data / "cache"),
+    )
+    dataset = TupleDataset(plain, processor)
+    identities = [r for r in TableReader(str(train_data / "data"), "identities").iter_rows() if r["split"] == "train"]
+    assert len(dataset) == len(identities) + 6 * 4  # MTG train rows mixed in x4
+    distractors = TableReader(str(train_data / "data"), "distractors/procedural")
+    for index in range(6):  # each distractor slot holds the distractor of its positive slot's view
+        item = dataset[index]
+        row = identities[index]
+        anchor = item["pixel_values"][0]
+        views = {
+            k: processor(images=[row[f"images{k}"]], return_tensors="pt")["pixel_values"][0]
+            for k in range(1, 4)
+            if row[f"images{k}"] is not None
+        }
+        (anchor_view,) = [k for k, v in views.items() if torch.equal(v, anchor)]
+        expected = processor(images=[distractors.get(row["id"])[f"nimg{anchor_view}"]], return_tensors="pt")
+        assert torch.equal(item["pixel_values"][3], expected["pixel_values"][0])
+        assert int(item["positive_mask"].sum()) == row["n_images"] - 1
+    first = dataset[0]
+    dataset.set_epoch(1)
+    anchors = {tuple(dataset[i]["pixel_values"][0].flatten()[:8].tolist()) for i in range(3)}
+    dataset.set_epoch(0)
+    assert torch.equal(dataset[0]["pixel_values"], first["pixel_values"])  # keyed on (seed, epoch, index)
+    assert len(anchors) == 3
+    mtg = dataset[len(identities)]
+    assert mtg["kind"] == 1 and mtg["margins"][:2].gt(0).all() and not mtg["positive_mask"][1]
+
+
+@pytest.fixture(scope="module")
+def trained_run(train_data: Path, tiny_models_dir: Path) -> Path:
+    train(write_config(train_data, tiny_models_dir, "full"))
+    return train_data / "full"
+
+
+def test_training_resumes_exactly(train_data: Path, tiny_models_dir: Path, trained_run: Path) -> None:
+    out = trained_run
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    losses = [m["loss"] for m in metrics if "loss" in m]
+    assert losses[-1] < losses[0] and all(np.isfinite(losses))
+    assert any("val_ssr" in m for m in metrics)
+    assert list((out / "nearid").glob("events.out.tfevents.*"))  # TensorBoard
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-0000015", "step-0000020", "step-0000021"]
+
+    resumed = write_config(train_data, tiny_models_dir, "resumed")
+    train(resumed, "--resume", str(out / "checkpoints" / "step-0000015"))  # mid-epoch: epoch 2, batch 1
+    a, b = load_file(str(out / "head.safetensors")), load_file(str(train_data / "resumed" / "head.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(subprocess.CalledProcessError):
+        train(resumed, "--resume", str(train_data / "nowhere"))
+
+
+def test_two_processes_match_one(train_data: Path, tiny_models_dir: Path) -> None:
+    from nearid.cli import main
+
+    single = write_config(train_data, tiny_models_dir, "single", max_steps=4)
+    double = write_config(train_data, tiny_models_dir, "double", max_steps=4)
+    train(single)
+    assert main(["train", "--config", str(double), "--num-processes", "2", "--cpu"]) == 0
+    last = [json.loads(x) for x in (train_data / "single" / "metrics.jsonl").read_text().splitlines() if "loss" in x]
+    last2 = [json.loads(x) for x in (train_data / "double" / "metrics.jsonl").read_text().splitlines() if "loss" in x]
+    assert [m["loss"] for m in last] == pytest.approx([m["loss"] for m in last2], abs=1e-5)
+    a, b = (
+        load_file(str(train_data / "single" / "head.safetensors")),
+        load_file(str(train_data / "double" / "head.safetensors")),
+    )
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+
+
+def test_shipped_paper_config_parses() -> None:
+    config = TrainConfig.from_yaml(Path(__file__).parents[3] / "configs" / "nearid-paper.yaml")
+    assert config.optim.global_batch == 128 and config.optim.epochs == 11 and config.loss.params["tau"] == 0.07
+    assert config.data.mtg_repeat == 4 and config.data.sources == (
+        "flux-fill-512",
+        "flux-fill-1024",
+        "qwen-512",
+        "qwen-1328",
+    )
+
+
+def test_export_reloads_with_the_same_embeddings(trained_run: Path, tmp_path: Path, tiny_models_dir: Path) -> None:
+    from transformers import AutoImageProcessor
+
+    from nearid.cli import main
+    from nearid.common.procedural import plan_identities, render_identity
+    from nearid.model.nearid_model import NearIDModel
+    from nearid.model.release import load_release
+
+    assert main(["export-model", str(trained_run), "--out", str(tmp_path / "release")]) == 0
+    config = json.loads((tmp_path / "release" / "config.json").read_text())
+    assert config["model_type"] == "nearid" and config["normalize_embeddings"] is True
+    embedder, processor = load_release(tmp_path / "release")
+    trained = NearIDModel.from_pretrained(str(tiny_models_dir / "siglip2"))
+    trained.head.load_state_dict(load_file(str(trained_run / "head.safetensors")))
+    plans = plan_identities(ProceduralConfig(identities=4, image_size=64, seed=8))
+    images = [render_identity(p, ProceduralConfig(identities=4, image_size=64, seed=8))["images1"] for p in plans]
+    pixels = AutoImageProcessor.from_pretrained(tiny_models_dir / "siglip2")(images=images, return_tensors="pt")
+    expected = trained.embed(pixels["pixel_values"])
+    got = embedder.embed(processor(images=images, return_tensors="pt")["pixel_values"])
+    assert torch.allclose(expected, got, atol=5e-3)  # fp16 weights
+    frozen = NearIDModel.from_pretrained(str(tiny_models_dir / "siglip2")).embed(pixels["pixel_values"])
+    assert not torch.allclose(frozen, got, atol=5e-3)  # the trained head, not the backbone's own
+    assert main(["export-model", str(tmp_path / "nothing"), "--out", str(tmp_path / "x")]) == 2
