@@ -59,11 +59,11 @@ def train_task(train_config: str, num_processes: int, timeout_s: float) -> str:
     """Run training to completion in a child process; returns the run folder."""
     from flows.gpu import run_streaming
     from nearid.training.config import TrainConfig
-    from nearid.training.launch import accelerate_command
+    from nearid.training.launch import Launch, accelerate_command
 
     config = TrainConfig.from_yaml(train_config)
-    command = accelerate_command(train_config, num_processes=num_processes)
-    run_streaming(command, timeout_s=timeout_s, log=run_logger(), label="train")
+    command, env = accelerate_command(train_config, Launch(num_processes=num_processes))
+    run_streaming(command, env=env, timeout_s=timeout_s, log=run_logger(), label="train")
     return config.run.out
 
 

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import argparse
 
-from nearid.cli.args import positive_int
+from nearid.cli.args import non_negative_int, positive_int
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from nearid.training.launch import launch_training
+    from nearid.training.launch import Launch, launch_training
 
-    return launch_training(args.config, num_processes=args.num_processes, resume=args.resume, cpu=args.cpu or None)
+    launch = Launch(
+        num_processes=args.num_processes,
+        cpu=args.cpu or None,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        main_process_ip=args.main_process_ip,
+        main_process_port=args.main_process_port,
+    )
+    return launch_training(args.config, launch, resume=args.resume)
 
 
 def cmd_export_model(args: argparse.Namespace) -> int:
@@ -25,7 +33,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the training commands to the ``nearid`` parser."""
     p = sub.add_parser("train", help="train the NearID head (runs accelerate launch -m nearid.training.train for you)")
     p.add_argument("--config", required=True, help="training YAML (see docs/training.md)")
-    p.add_argument("--num-processes", type=positive_int, default=1, help="processes (GPUs, or CPU workers)")
+    p.add_argument(
+        "--num-processes",
+        type=positive_int,
+        default=1,
+        help="processes in all, over every machine (GPUs, or CPU workers)",
+    )
+    p.add_argument("--num-machines", type=positive_int, default=1, help="machines taking part (default: 1)")
+    p.add_argument("--machine-rank", type=non_negative_int, default=0, help="this machine's rank (0 is the main one)")
+    p.add_argument("--main-process-ip", default=None, help="address of machine rank 0 (several machines)")
+    p.add_argument(
+        "--main-process-port", type=non_negative_int, default=0, help="rendezvous port (default 0: a free one)"
+    )
     p.add_argument("--resume", default=None, help="a checkpoint folder, or 'latest'")
     p.add_argument("--cpu", action="store_true", help="train on CPU even when a GPU is present")
     p.set_defaults(func=cmd_train)

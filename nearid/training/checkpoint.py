@@ -1,7 +1,8 @@
 """Training checkpoints in non-executable formats only: safetensors for tensors, JSON for the rest.
 
 A checkpoint holds everything a resume needs to continue exactly: the head, the AdamW moments and step
-counts, the learning-rate schedule position, every process's torch RNG state and our counters.
+counts, every process's torch RNG state and our counters (the global step, which alone sets the learning rate,
+and the number of processes that wrote it).
 (``accelerate.save_state`` writes pickles, which this project never loads.)
 """
 
@@ -32,7 +33,6 @@ def save_checkpoint(
     folder: Path,
     head: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
     counters: dict[str, Any],
     rank: int,
     is_main: bool,
@@ -51,8 +51,7 @@ def save_checkpoint(
     )
     tensors, meta = _optimizer_tensors(optimizer)
     save_file(tensors, str(folder / "optimizer.safetensors"))
-    schedule = {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}
-    payload = {**counters, "optimizer": meta, "scheduler": schedule}
+    payload = {**counters, "optimizer": meta}
     (folder / STATE_FILE).write_text(json.dumps(payload, indent=1))  # written last: marks the checkpoint complete
 
 
@@ -60,7 +59,6 @@ def load_checkpoint(
     folder: Path,
     head: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
     rank: int,
 ) -> dict[str, Any]:
     """Restore a checkpoint into the given objects; returns the counters."""
@@ -76,7 +74,6 @@ def load_checkpoint(
         index, key = name.split(".", 1)
         state.setdefault(int(index), {})[key] = tensor if key == "step" else tensor.to(device)
     optimizer.load_state_dict({"state": state, "param_groups": payload["optimizer"]["param_groups"]})
-    scheduler.load_state_dict({**payload["scheduler"], "lr_lambdas": [None] * len(optimizer.param_groups)})
     rng_file = folder / f"rng_{rank}.safetensors"
     if rng_file.is_file():
         rng = load_file(str(rng_file))

@@ -16,6 +16,11 @@ import yaml
 from nearid.model.nearid_model import DEFAULT_BACKBONE
 
 
+def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+
+
 def _probability(name: str, value: float) -> None:
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"{name} must be in [0, 1], got {value}")
@@ -38,6 +43,7 @@ class DataConfig:
     jitter_prob: float = 0.5
     affine_prob: float = 0.3
     num_workers: int = 2
+    prefetch_factor: int = 4
     cache_dir: str | None = None
 
     def __post_init__(self) -> None:
@@ -50,8 +56,8 @@ class DataConfig:
             raise ValueError(f"data.splits: training on {held_out} identities is refused (held out for evaluation)")
         if self.mtg is not None and self.mtg_split == "test":
             raise ValueError("data.mtg_split: the MTG test split is for evaluation; train on 'train'")
-        if self.mtg_repeat < 1 or self.num_workers < 0:
-            raise ValueError("data.mtg_repeat must be >= 1 and data.num_workers >= 0")
+        if self.mtg_repeat < 1 or self.num_workers < 0 or self.prefetch_factor < 1:
+            raise ValueError("data.mtg_repeat and data.prefetch_factor must be >= 1, data.num_workers >= 0")
         for name in ("anchor_mask_prob", "positive_mask_prob", "distractor_mask_prob", "flip_prob", "jitter_prob"):
             _probability(f"data.{name}", getattr(self, name))
         _probability("data.affine_prob", self.affine_prob)
@@ -64,6 +70,9 @@ class ModelConfig:
     backbone: str = DEFAULT_BACKBONE
     backbone_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     revision: str | None = None
+
+    def __post_init__(self) -> None:
+        _choice("model.backbone_dtype", self.backbone_dtype, ("auto", "float32", "bfloat16", "float16"))
 
 
 @dataclass(frozen=True)
@@ -102,7 +111,9 @@ class OptimConfig:
 class RunConfig:
     out: str
     seed: int = 0
-    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    mixed_precision: Literal["auto", "no", "fp16", "bf16"] = "auto"
+    """``auto``: bf16 on CUDA, none on CPU. bf16 keeps fp32's exponent range, so it needs no loss scaling; the
+    paper trained in fp16. The resolved choice is written to ``RUN/run.json``."""
     log_every: int = 10
     eval_every: int = 200
     checkpoint_every: int = 500
@@ -110,6 +121,7 @@ class RunConfig:
     val_source: str | None = None
 
     def __post_init__(self) -> None:
+        _choice("run.mixed_precision", self.mixed_precision, ("auto", "no", "fp16", "bf16"))
         if min(self.log_every, self.eval_every, self.checkpoint_every, self.keep_checkpoints) < 1:
             raise ValueError("run: log_every, eval_every, checkpoint_every and keep_checkpoints must be >= 1")
 

@@ -1,9 +1,11 @@
 """Train the NearID head: ``accelerate launch -m nearid.training.train --config FILE [--resume latest]``.
 
 Read it top to bottom: configuration, model, data, optimiser and schedule, resume, then the loop
-(forward the frozen backbone on valid images only, head, loss, backward, clip, step), with metrics
-to JSONL and TensorBoard, periodic validation SSR on the val split and checkpoints holding the full
-``accelerate`` state, so ``--resume`` continues exactly where a run stopped.
+(pixels resized, augmented and normalised on the device, the frozen backbone on valid images only, head, loss,
+backward, clip, step), with metrics to JSONL and TensorBoard, periodic validation SSR on the val split and
+checkpoints holding the full training state, so ``--resume`` continues exactly where a run stopped. The learning
+rate is a pure function of the global step and the global batch is fixed, so 1, 2 or 8 processes train the same
+model (``tests/nearid/training/test_train.py`` runs two real processes against one).
 """
 
 from __future__ import annotations
@@ -24,8 +26,12 @@ import torch
 from tqdm.auto import tqdm
 
 from nearid.model.nearid_model import NearIDModel
+from nearid.training.augment import apply_augment
 from nearid.training.checkpoint import STATE_FILE, load_checkpoint, save_checkpoint
 from nearid.training.config import TrainConfig
+from nearid.training.data import SLOTS, TupleDataset, collate_tuples
+from nearid.training.losses import LossInputs, get_loss
+from nearid.training.pixels import PixelSpec, normalise, to_unit
 
 
 logger = logging.getLogger("nearid.training.train")
@@ -35,21 +41,29 @@ BEST_HEAD_FILE = "best_head.safetensors"
 
 
 def lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
-    """Linear warm-up to 1, then cosine decay to 0 at ``total_steps`` (a pure function of the step)."""
+    """Linear warm-up to 1, then cosine decay to 0 at ``total_steps``: a pure function of the global step, so the
+    schedule is the same for any number of processes (a prepared scheduler would step once per process)."""
     if step < warmup_steps:
         return (step + 1) / warmup_steps
     progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
     return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def embed_tuples(model: NearIDModel, pixel_values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """Embeddings ``[B, 6, D]``; the backbone only sees valid slots (invalid ones stay zero)."""
-    batch, slots = valid.shape
-    flat = pixel_values.flatten(0, 1)[valid.flatten()]
-    embeddings = model.embed(flat)
-    out = embeddings.new_zeros((batch * slots, embeddings.shape[-1]))
-    out[valid.flatten()] = embeddings
-    return out.view(batch, slots, -1)
+def embed_slots(model: NearIDModel, pixels: torch.Tensor, slot_index: torch.Tensor, batch: int) -> torch.Tensor:
+    """Embeddings ``[B, 6, D]`` of the valid images ``pixels`` placed at ``slot_index``; empty slots stay zero."""
+    embeddings = model.embed(pixels)
+    out = embeddings.new_zeros((batch * SLOTS, embeddings.shape[-1]))
+    out[slot_index] = embeddings
+    return out.view(batch, SLOTS, -1)
+
+
+def resolve_precision(config: TrainConfig, cuda: bool) -> tuple[str, str]:
+    """``(mixed_precision, backbone_dtype)`` with ``auto`` made concrete: bf16 on CUDA, fp32 elsewhere."""
+    mixed = config.run.mixed_precision
+    mixed = ("bf16" if cuda else "no") if mixed == "auto" else mixed
+    backbone = config.model.backbone_dtype
+    backbone = ("bfloat16" if cuda else "float32") if backbone == "auto" else backbone
+    return mixed, backbone
 
 
 @dataclass(frozen=True)
@@ -111,12 +125,9 @@ def _checkpoints(out: Path) -> list[Path]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from accelerate import Accelerator, DataLoaderConfiguration
-    from accelerate.utils import set_seed
+    from accelerate.utils import parse_flag_from_env, set_seed
     from safetensors.torch import save_file
     from transformers import AutoImageProcessor
-
-    from nearid.training.data import TupleDataset
-    from nearid.training.losses import LossInputs, get_loss
 
     parser = argparse.ArgumentParser(prog="nearid.training.train", description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="training YAML")
@@ -126,8 +137,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # 1. configuration and the accelerator
     config = TrainConfig.from_yaml(args.config)
     out = Path(config.run.out)
+    on_cuda = torch.cuda.is_available() and not parse_flag_from_env("ACCELERATE_USE_CPU")  # as accelerate decides
+    mixed_precision, backbone_dtype = resolve_precision(config, on_cuda)
     accelerator = Accelerator(
-        mixed_precision=config.run.mixed_precision,
+        mixed_precision=mixed_precision,
         log_with="tensorboard",
         project_dir=str(out),
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
@@ -144,43 +157,53 @@ def main(argv: Sequence[str] | None = None) -> int:
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(config.to_yaml())
+        run_info = {"world_size": world, "device": str(accelerator.device), "mixed_precision": mixed_precision}
+        run_info["backbone_dtype"] = backbone_dtype
+        (out / "run.json").write_text(json.dumps(run_info, indent=2) + "\n")
+        logger.info(
+            "%d process(es) on %s; mixed precision %s, backbone %s",
+            world,
+            accelerator.device,
+            mixed_precision,
+            backbone_dtype,
+        )
 
     # 2. model: frozen backbone, trainable copy of its MAP head
-    dtype_name = config.model.backbone_dtype
-    if dtype_name == "auto":
-        dtype_name = "bfloat16" if accelerator.device.type == "cuda" else "float32"
-    model = NearIDModel.from_pretrained(config.model.backbone, getattr(torch, dtype_name), config.model.revision)
+    model = NearIDModel.from_pretrained(config.model.backbone, getattr(torch, backbone_dtype), config.model.revision)
     model.backbone.to(accelerator.device)
     if accelerator.is_main_process:
         print(f"trainable parameters: {model.trainable_parameters():,} (head); backbone frozen", flush=True)
     processor = AutoImageProcessor.from_pretrained(config.model.backbone, revision=config.model.revision)
+    pixel_spec = PixelSpec.from_processor(processor)  # the evaluation recipe, applied on the device
 
-    # 3. data
-    dataset = TupleDataset(config.data, processor, seed=config.run.seed)
+    # 3. data: workers decode and draw augmentations; pixels travel as uint8
+    dataset = TupleDataset(config.data, seed=config.run.seed)
     per_device = config.optim.global_batch // world
     if len(dataset) < config.optim.global_batch:
         raise ValueError(f"{len(dataset)} training tuples cannot fill one global batch of {config.optim.global_batch}")
+    workers = config.data.num_workers
     loader = torch.utils.data.DataLoader(
         dataset,
         batch_size=per_device,
         shuffle=True,
         drop_last=True,
-        num_workers=config.data.num_workers,
+        num_workers=workers,
+        collate_fn=collate_tuples,
+        pin_memory=accelerator.device.type == "cuda",
+        persistent_workers=workers > 0,
+        prefetch_factor=config.data.prefetch_factor if workers > 0 else None,
         generator=torch.Generator().manual_seed(config.run.seed),
     )
 
-    # 4. optimiser, schedule, loss
+    # 4. optimiser, schedule (set by hand from the global step), loss
     steps_per_epoch = len(dataset) // config.optim.global_batch
     total_steps = config.optim.max_steps or steps_per_epoch * config.optim.epochs
     optimizer = torch.optim.AdamW(model.head.parameters(), lr=config.optim.lr, weight_decay=config.optim.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(step, config.optim.warmup_steps, total_steps)
-    )
-    head, optimizer, loader, scheduler = accelerator.prepare(model.head, optimizer, loader, scheduler)
+    head, optimizer, loader = accelerator.prepare(model.head, optimizer, loader)
     model.head = head
     loss_fn = get_loss(config.loss.name, **config.loss.params)
 
-    # 5. resume: the accelerate state (head, optimiser, schedule, RNGs) and our step counters
+    # 5. resume: head, optimiser, RNGs and our step counters
     step, best = 0, -1.0
     if args.resume:
         complete = [c for c in _checkpoints(out) if (c / STATE_FILE).is_file()]
@@ -188,9 +211,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             (complete[-1] if complete else out / "checkpoints") if args.resume == "latest" else Path(args.resume)
         )
         counters = load_checkpoint(
-            checkpoint, accelerator.unwrap_model(model.head), optimizer, scheduler, accelerator.process_index
+            checkpoint, accelerator.unwrap_model(model.head), optimizer, accelerator.process_index
         )
         step, best = counters["step"], counters["best_val_ssr"]
+        written_by = counters.get("world_size", world)
+        if written_by != world:
+            logger.warning(
+                "resuming a checkpoint written by %d process(es) with %d: the global batch, data order and LR "
+                "schedule are the same, but per-process RNG streams differ, so the run is not bit-identical",
+                written_by,
+                world,
+            )
         logger.info("resumed from %s at step %d", checkpoint, step)
     if accelerator.is_main_process:
         accelerator.init_trackers("nearid", config={"loss": config.loss.name, "lr": config.optim.lr})
@@ -202,8 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             folder,
             accelerator.unwrap_model(model.head),
             optimizer,
-            scheduler,
-            {"step": step, "best_val_ssr": best},
+            {"step": step, "best_val_ssr": best, "world_size": world},
             accelerator.process_index,
             accelerator.is_main_process,
         )
@@ -233,9 +263,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         fetch_start = time.perf_counter()
         for batch in batches:
             data_wait += time.perf_counter() - fetch_start
-            valid = torch.cat([batch["anchor_valid"][:, None], batch["positive_mask"], batch["distractor_mask"]], 1)
+            pixels = to_unit(batch["images"], pixel_spec, accelerator.device)
+            pixels = normalise(apply_augment(pixels, batch["augment"]), pixel_spec)
             with accelerator.autocast():
-                embeddings = embed_tuples(model, batch["pixel_values"], valid)
+                embeddings = embed_slots(model, pixels, batch["slot_index"], len(batch["kind"]))
             loss = loss_fn(
                 LossInputs(
                     anchor=embeddings[:, 0],
@@ -248,11 +279,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             accelerator.backward(loss)
             grad_norm = accelerator.clip_grad_norm_(model.head.parameters(), config.optim.grad_clip)
+            lr = config.optim.lr * lr_factor(step, config.optim.warmup_steps, total_steps)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
             optimizer.step()
-            scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
-            window_images += int(valid.sum()) * world
+            window_images += len(batch["images"]) * world
             bar.update(1)
 
             if step % config.run.log_every == 0 or step == total_steps:
@@ -261,7 +294,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 log(
                     {
                         "loss": mean_loss,
-                        "lr": scheduler.get_last_lr()[0],
+                        "lr": lr,
                         "grad_norm": float(grad_norm),
                         "epoch": epoch,
                         "images_per_s": window_images / elapsed,
