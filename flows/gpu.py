@@ -33,7 +33,10 @@ from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+
+from nearid.common.processes import die_with_parent
 
 
 logger = logging.getLogger(__name__)
@@ -311,6 +314,7 @@ def run_streaming(
         bufsize=1,
         start_new_session=True,
         pass_fds=tuple(pass_fds),
+        preexec_fn=partial(die_with_parent, os.getpid(), signal.SIGTERM),  # a killed worker takes its child along
     )
 
     def pump() -> None:

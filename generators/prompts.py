@@ -42,11 +42,14 @@ class PromptBook:
                 self._postings[token].append(identity)
         n = max(1, len(self._tokens))
         self._idf = {t: math.log((1 + n) / (1 + len(ids))) + 1.0 for t, ids in self._postings.items()}
-        self._norm = {i: math.sqrt(sum(self._idf[t] ** 2 for t in ts)) or 1.0 for i, ts in self._tokens.items()}
+        # sums run over sorted tokens: a set's order depends on PYTHONHASHSEED, and float sums on their order
+        self._norm = {
+            i: math.sqrt(sum(self._idf[t] ** 2 for t in sorted(ts))) or 1.0 for i, ts in self._tokens.items()
+        }
 
     def _nearest_of(self, identity: int) -> int:
         scores: dict[int, float] = defaultdict(float)
-        for token in self._tokens[identity]:
+        for token in sorted(self._tokens[identity]):
             weight = self._idf[token] ** 2
             for other in self._postings[token]:
                 if other != identity:

@@ -3,7 +3,8 @@
 Shard k of ``distractors/<config>`` holds the distractors of shard k of ``identities``. A shard is
 skipped when it is complete for the same configuration hash (generator parameters, the identities
 shard's checksum, the prompts); the model stays resident across shards and batches; an image that
-cannot be made is a reject with a reason, never the end of the run.
+cannot be made is a reject with a reason, never the end of the run. Rows depend only on the inputs and the
+configuration (the time a shard took goes to its manifest entry), so two runs write the same bytes.
 """
 
 from __future__ import annotations
@@ -220,7 +221,6 @@ class _ShardGenerator:
                     "params_hash": config.params_hash(),
                     "code_version": nearid.__version__,
                     "seeds": [s[0].seed if s else None for s in slots],
-                    "seconds": [round(s[1].seconds, 4) if s else None for s in slots],
                     "qc_fg_change": [round(s[1].fg_change, 5) if s else None for s in slots],
                     "qc_bg_change": [round(s[1].bg_change, 5) if s else None for s in slots],
                 }
@@ -237,6 +237,7 @@ class _ShardGenerator:
                     "images_in": written + len(rejects),
                     "images_written": written,
                     "images_rejected": len(rejects),
+                    "generate_ms": round(1000 * sum(result.seconds for _, result in results.values())),
                 }
             )
         with ShardWriter(self.root, "rejects", rejects_path(config.name, index), digest) as reject_writer:
@@ -280,9 +281,9 @@ def generate_distractors(
         book = prompt_book(root, config)
         table = distractors_table(config.name)
         job_fn = _ShardGenerator(root, generator, book, device, dtype, progress, only)
-        jobs = [
-            (p.path, p.digest, job_fn, (p.index, p.identities)) for p in shard_plan(root, config, shards, only, book)
-        ]
+        every_shard = shard_plan(root, config, None, only, book)
+        selected = set(parse_shards(shards, len(every_shard)))
+        jobs = [(p.path, p.digest, job_fn, (p.index, p.identities)) for p in every_shard if p.index in selected]
         written, skipped = run_shard_jobs(
             root,
             table,
@@ -290,6 +291,7 @@ def generate_distractors(
             force=force,
             progress=progress,
             companions=partial(_companion_rejects, config.name),
+            plan={p.path: p.digest for p in every_shard},
             prune=shards is None,
         )
         summaries.append(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,10 +33,57 @@ def is_local(fs: fsspec.AbstractFileSystem) -> bool:
 def temp_name(final_path: str) -> str:
     """A unique sibling name for writing ``final_path`` before its atomic rename.
 
-    The name ends in ``.tmp`` so that globs such as ``*.parquet`` never pick up a partial file.
+    The name ends in ``.tmp`` so that globs such as ``*.parquet`` never pick up a partial file, and carries the
+    writer's pid, so a later run can tell the leftovers of a dead writer from the file of a live one.
     """
     head, _, tail = final_path.rpartition("/")
-    return join(head, f".{tail}.{uuid.uuid4().hex[:12]}.tmp")
+    return join(head, f".{tail}.{os.getpid()}-{uuid.uuid4().hex[:12]}.tmp")
+
+
+TEMP_MAX_AGE_S = 24 * 3600
+"""On object stores (no pids to ask), a temporary file this old belongs to a dead writer."""
+
+
+def remove_dead_temps(fs: fsspec.AbstractFileSystem, folder: str) -> list[str]:
+    """Delete the temporary files in ``folder`` that no running writer can still own; return their paths.
+
+    Local disks: the pid in the name is not a running process. Object stores: older than a day.
+    """
+    if not fs.exists(folder):
+        return []
+    removed = []
+    for path in fs.glob(join(folder, ".*.tmp")):
+        owner = path.rsplit(".", 2)[-2].split("-")[0]
+        if is_local(fs):
+            if not owner.isdigit() or _running(int(owner)):
+                continue
+        else:
+            modified = fs.modified(path).timestamp() if hasattr(fs, "modified") else None
+            if modified is None or time.time() - modified < TEMP_MAX_AGE_S:
+                continue
+        fs.rm(path)
+        removed.append(path)
+    return removed
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sync_file(fs: fsspec.AbstractFileSystem, path: str) -> None:
+    """Flush a local file's bytes to the disk (a no-op on object stores)."""
+    if is_local(fs):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def finalize(fs: fsspec.AbstractFileSystem, tmp_path: str, final_path: str) -> None:
@@ -46,11 +94,7 @@ def finalize(fs: fsspec.AbstractFileSystem, tmp_path: str, final_path: str) -> N
     manifest, not the file's presence, decides what is complete.
     """
     if is_local(fs):
-        fd = os.open(tmp_path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        sync_file(fs, tmp_path)  # cheap when the writer already synced it
         os.replace(tmp_path, final_path)
         dir_fd = os.open(os.path.dirname(final_path) or ".", os.O_RDONLY)
         try:
@@ -68,6 +112,18 @@ def write_bytes_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) ->
     with fs.open(tmp, "wb") as f:
         f.write(data)
     finalize(fs, tmp, path)
+
+
+def file_fingerprint(fs: fsspec.AbstractFileSystem, path: str) -> str:
+    """A cheap identity of a file's current content: inode, mtime and size on local disks (a rename over the
+    file changes it), the ETag or modification time on object stores. Equal fingerprints mean an unchanged
+    file; a different one (a copied root, say) only means the checksum has to be read to know."""
+    if is_local(fs):
+        st = os.stat(path)
+        return f"local:{st.st_ino}:{st.st_mtime_ns}:{st.st_size}"
+    info = fs.info(path)
+    tag = info.get("ETag") or info.get("etag") or info.get("mtime") or info.get("LastModified") or info.get("created")
+    return f"{fs.protocol}:{tag}:{info.get('size')}" if tag is not None else ""
 
 
 def sha256_file(fs: fsspec.AbstractFileSystem, path: str, chunk_size: int = 1 << 22) -> str:

@@ -3,10 +3,20 @@
 A shard counts as done only when the manifest lists it with a matching checksum and config hash;
 the mere presence of a file means nothing. The manifest is rewritten atomically under a lock
 (a file lock on local disks, a process lock everywhere), so concurrent shard tasks can commit.
+
+The commit protocol, the same for every table: a writer stages its shard under a unique temporary name;
+:func:`commit_shards` then, inside the lock, checks that nobody committed that path since the writer planned
+(the manifest's ``generation`` counter), renames the staged file into place and records its entry, so the file
+and its entry always agree. The loser of a race for identical work discards its copy; a race between two
+different configurations fails with :class:`ConcurrentCommitError`.
+
+A writer also records its *plan*: every shard (path and config hash) that a complete run produces. With it,
+:mod:`storage.validate` tells a finished table from one that a crashed or running writer left short.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import threading
@@ -17,7 +27,7 @@ from datetime import UTC, datetime
 
 import fsspec
 
-from storage.fs import is_local, join, resolve, sha256_file, write_bytes_atomic
+from storage.fs import file_fingerprint, finalize, is_local, join, resolve, sha256_file, write_bytes_atomic
 from storage.schemas import SCHEMA_VERSION
 
 
@@ -27,6 +37,10 @@ MANIFEST_FORMAT = "nearid-dataset"
 
 class ManifestError(ValueError):
     """The manifest is missing, unreadable or inconsistent."""
+
+
+class ConcurrentCommitError(RuntimeError):
+    """Another writer committed a different configuration of the same shard while this one was writing."""
 
 
 def utc_now() -> str:
@@ -45,6 +59,12 @@ class ShardEntry:
     config_hash: str
     written_at: str = field(default_factory=utc_now)
     stats: dict[str, int] = field(default_factory=dict)
+    generation: int = 0
+    """The manifest generation that committed this entry."""
+    fingerprint: str = ""
+    """The file's cheap identity when committed (:func:`storage.fs.file_fingerprint`)."""
+    staged: str | None = field(default=None, compare=False, repr=False)
+    """Where the written file waits until :func:`commit_shards` renames it into place (never serialised)."""
 
     def __post_init__(self) -> None:
         if self.path.startswith("/") or ".." in self.path.split("/"):
@@ -68,13 +88,15 @@ class ShardEntry:
                 config_hash=str(data["config_hash"]),
                 written_at=str(data.get("written_at", "")),
                 stats={str(k): int(v) for k, v in data.get("stats", {}).items()},
+                generation=int(data.get("generation", 0)),
+                fingerprint=str(data.get("fingerprint", "")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ManifestError(f"manifest entry for shard {path!r} is malformed: {exc!r}") from exc
 
     def to_dict(self) -> dict:
         data = asdict(self)
-        del data["path"]
+        del data["path"], data["staged"]
         return data
 
 
@@ -86,6 +108,10 @@ class Manifest:
     schema_version: int = SCHEMA_VERSION
     version: str | None = None
     updated_at: str | None = None
+    generation: int = 0
+    """Incremented by every commit; a writer remembers the generation it planned at."""
+    plans: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Per producer (a table name): every shard path a complete run commits, with its config hash."""
 
     def tables(self) -> dict[str, list[ShardEntry]]:
         """Entries grouped by table, each list sorted by path."""
@@ -115,7 +141,9 @@ class Manifest:
             "schema_version": self.schema_version,
             "version": self.version,
             "updated_at": self.updated_at,
+            "generation": self.generation,
             "counts": self.counts(),
+            "plans": {name: dict(sorted(plan.items())) for name, plan in sorted(self.plans.items())},
             "shards": {path: self.shards[path].to_dict() for path in sorted(self.shards)},
         }
         return json.dumps(payload, indent=2, sort_keys=False) + "\n"
@@ -126,6 +154,8 @@ class Manifest:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ManifestError(f"{source} is not valid JSON: {exc}") from exc
+        except RecursionError as exc:
+            raise ManifestError(f"{source} is nested too deeply to be a manifest") from exc
         if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT:
             raise ManifestError(f"{source} is not a nearid dataset manifest (format != {MANIFEST_FORMAT!r})")
         version = data.get("schema_version")
@@ -134,11 +164,20 @@ class Manifest:
         shards = data.get("shards")
         if not isinstance(shards, dict):
             raise ManifestError(f"{source}: 'shards' must be an object")
+        plans = data.get("plans", {})
+        if not isinstance(plans, dict) or not all(
+            isinstance(plan, dict) and all(isinstance(v, str) for v in plan.values()) for plan in plans.values()
+        ):
+            raise ManifestError(f"{source}: 'plans' must map producers to {{shard path: config hash}}")
+        if not all(isinstance(entry, dict) for entry in shards.values()):
+            raise ManifestError(f"{source}: every shard entry must be an object")
         return cls(
             shards={path: ShardEntry.from_dict(path, entry) for path, entry in shards.items()},
             schema_version=version,
             version=data.get("version"),
             updated_at=data.get("updated_at"),
+            generation=int(data.get("generation", 0)),
+            plans=plans,
         )
 
     def is_complete(
@@ -146,10 +185,10 @@ class Manifest:
         root: str,
         path: str,
         config_hash: str,
-        verify_checksum: bool = False,
+        verify_checksum: bool = True,
     ) -> bool:
-        """Whether ``path`` is listed, made with ``config_hash`` and present with the recorded size
-        (and checksum, when asked)."""
+        """Whether ``path`` is listed, made with ``config_hash`` and present with the recorded size and
+        checksum (the checksum read can be skipped for a quick look)."""
         entry = self.shards.get(path)
         if entry is None or entry.config_hash != config_hash:
             return False
@@ -157,7 +196,9 @@ class Manifest:
         full = join(base, path)
         if not fs.exists(full) or fs.size(full) != entry.bytes:
             return False
-        return not verify_checksum or sha256_file(fs, full) == entry.sha256
+        if not verify_checksum or (entry.fingerprint and file_fingerprint(fs, full) == entry.fingerprint):
+            return True
+        return sha256_file(fs, full) == entry.sha256
 
 
 def manifest_path(root: str) -> tuple[fsspec.AbstractFileSystem, str]:
@@ -207,26 +248,82 @@ def manifest_lock(root: str) -> Iterator[None]:
 
 
 def save_manifest(root: str, manifest: Manifest) -> None:
-    """Write the manifest atomically (temporary file, then rename)."""
+    """Write the manifest atomically (temporary file, then rename) as the next generation."""
     fs, path = manifest_path(root)
     manifest.updated_at = utc_now()
+    manifest.generation += 1
     write_bytes_atomic(fs, path, manifest.to_json().encode("utf-8"))
 
 
-def commit_shards(root: str, entries: Iterable[ShardEntry], version: str | None = None) -> Manifest:
-    """Add or replace shard entries in one atomic manifest update; return the new manifest."""
+def record_plan(root: str, producer: str, plan: dict[str, str]) -> int:
+    """Record what a complete run of ``producer`` commits; returns the generation the run starts from."""
     with manifest_lock(root):
         manifest = load_manifest(root, missing_ok=True)
+        if manifest.plans.get(producer) != plan:
+            manifest.plans[producer] = dict(plan)
+            save_manifest(root, manifest)
+        return manifest.generation
+
+
+def commit_shards(
+    root: str,
+    entries: Iterable[ShardEntry],
+    since: int | None = None,
+    version: str | None = None,
+    drop: Iterable[str] = (),
+) -> Manifest:
+    """Publish staged shards in one atomic manifest update; return the new manifest.
+
+    ``since`` is the generation the writer planned at: an entry that another writer committed after it wins,
+    and this writer's staged copy is discarded when it holds the same configuration (the same work, done twice),
+    or the commit fails with :class:`ConcurrentCommitError` when it does not. ``drop`` removes entries in the
+    same update (a table that shrank).
+    """
+    entries = list(entries)
+    fs, base = resolve(root)
+    with manifest_lock(root):
+        manifest = load_manifest(root, missing_ok=True)
+        conflicts = []
         for entry in entries:
-            manifest.shards[entry.path] = entry
+            current = manifest.shards.get(entry.path)
+            if since is not None and current is not None and current.generation > since:
+                conflicts.append((entry, current))
+        different = [(e, c) for e, c in conflicts if c.config_hash != e.config_hash]
+        if different:
+            for entry in entries:
+                _discard(fs, base, entry)
+            entry, current = different[0]
+            raise ConcurrentCommitError(
+                f"{entry.path} was committed by another writer with configuration {current.config_hash} while this "
+                f"one wrote {entry.config_hash}; run one configuration per table at a time"
+            )
+        lost = {entry.path for entry, _ in conflicts}
+        generation = manifest.generation + 1
+        for entry in entries:
+            if entry.path in lost:
+                _discard(fs, base, entry)
+                continue
+            if entry.staged is not None:
+                finalize(fs, join(base, entry.staged), join(base, entry.path))
+            fingerprint = file_fingerprint(fs, join(base, entry.path))
+            manifest.shards[entry.path] = dataclasses.replace(
+                entry, staged=None, generation=generation, fingerprint=fingerprint
+            )
+        for path in drop:
+            manifest.shards.pop(path, None)
         if version is not None:
             manifest.version = version
         save_manifest(root, manifest)
         return manifest
 
 
+def _discard(fs: fsspec.AbstractFileSystem, base: str, entry: ShardEntry) -> None:
+    if entry.staged is not None and fs.exists(join(base, entry.staged)):
+        fs.rm(join(base, entry.staged))
+
+
 def drop_shards(root: str, paths: Iterable[str]) -> Manifest:
-    """Remove entries (before a forced rewrite), so a crash mid-rewrite never leaves a stale 'complete'."""
+    """Remove entries from the manifest (their files stay until overwritten or deleted)."""
     with manifest_lock(root):
         manifest = load_manifest(root, missing_ok=True)
         for path in paths:

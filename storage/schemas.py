@@ -123,13 +123,18 @@ DISTRACTORS = TableSpec(
         pa.field("composited", pa.bool_()),
         pa.field("params_hash", pa.string(), nullable=False),
         pa.field("code_version", pa.string()),
-        pa.field("seconds", pa.list_(pa.float64())),
         pa.field("qc_fg_change", pa.list_(pa.float64())),
         pa.field("qc_bg_change", pa.list_(pa.float64())),
     ),
     image_columns=_names("nimg"),
 )
-"""One row per identity and generator configuration: distractor k sits in the background of view k."""
+"""One row per identity and generator configuration: distractor k sits in the background of view k. Rows hold
+nothing that changes between two runs of the same inputs (timings go to the manifest entry's stats), so a
+rebuild is byte-identical."""
+
+LEGACY_COLUMNS: dict[str, frozenset[str]] = {"distractors": frozenset({"seconds"})}
+"""Columns older shards may still carry (per-image wall-clock seconds, removed for reproducibility); readers
+ignore them and validation only warns."""
 
 REJECTS = TableSpec(
     kind="rejects",

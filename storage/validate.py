@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from storage.codecs import DecodeError, decode_mask, decode_rgb
 from storage.fs import join, resolve, sha256_file
 from storage.manifest import MANIFEST_NAME, Manifest, ManifestError, ShardEntry, load_manifest
-from storage.schemas import MAX_VIEWS, SPLITS, TableSpec, spec_for_table
+from storage.schemas import LEGACY_COLUMNS, MAX_VIEWS, SPLITS, TableSpec, spec_for_table
 
 
 logger = logging.getLogger(__name__)
@@ -52,8 +52,13 @@ def _check_schema(entry: ShardEntry, spec: TableSpec, pf: pq.ParquetFile) -> lis
                 )
             )
     extra = [name for name in found.names if name not in spec.column_names]
-    if extra:
-        problems.append(Problem("schema-mismatch", entry.path, f"unexpected columns {extra}"))
+    legacy = [name for name in extra if name in LEGACY_COLUMNS.get(spec.kind, ())]
+    if legacy:
+        problems.append(Problem("legacy-column", entry.path, f"columns {legacy} are no longer written", "warning"))
+    if len(extra) > len(legacy):
+        problems.append(
+            Problem("schema-mismatch", entry.path, f"unexpected columns {sorted(set(extra) - set(legacy))}")
+        )
     return problems
 
 
@@ -168,8 +173,42 @@ def _check_strays(fs, base: str, manifest: Manifest) -> Iterator[Problem]:
             yield Problem("uncommitted-shard", rel, "not in the manifest, so not part of the dataset", "warning")
 
 
-def validate(root: str, decode: bool = True, verify_checksums: bool = True, progress: bool = True) -> list[Problem]:
-    """All problems found in the dataset at ``root``; an empty list means it is valid."""
+def _check_plans(manifest: Manifest, allow_partial: bool) -> Iterator[Problem]:
+    """Tables that their writer's plan says are not finished: shards not committed yet, shards still from an
+    earlier configuration, or entries a shrinking run has not dropped yet."""
+    severity = "warning" if allow_partial else "error"
+    for producer, plan in sorted(manifest.plans.items()):
+        missing = sorted(path for path in plan if path not in manifest.shards)
+        outdated = sorted(
+            path
+            for path, digest in plan.items()
+            if path in manifest.shards and manifest.shards[path].config_hash != digest
+        )
+        extra = sorted(entry.path for entry in manifest.table(producer) if entry.path not in plan)
+        parts = []
+        for label, paths in (
+            ("not committed", missing),
+            ("from another configuration", outdated),
+            ("unplanned", extra),
+        ):
+            if paths:
+                shown = ", ".join(paths[:3]) + (" …" if len(paths) > 3 else "")
+                parts.append(f"{len(paths)} {label} ({shown})")
+        if parts:
+            done = len(plan) - len(missing) - len(outdated)
+            message = f"{done} of {len(plan)} planned shards are done; " + "; ".join(parts)
+            yield Problem("incomplete", producer, message + " (a run stopped early or is still running)", severity)
+
+
+def validate(
+    root: str,
+    decode: bool = True,
+    verify_checksums: bool = True,
+    progress: bool = True,
+    allow_partial: bool = False,
+) -> list[Problem]:
+    """All problems found in the dataset at ``root``; an empty list means it is valid. A table its writer has
+    not finished is an error (``incomplete``) unless ``allow_partial``."""
     try:
         manifest = load_manifest(root)
     except ManifestError as exc:
@@ -192,5 +231,6 @@ def validate(root: str, decode: bool = True, verify_checksums: bool = True, prog
         if unknown:
             shown = ", ".join(map(str, unknown[:10])) + (" …" if len(unknown) > 10 else "")
             problems.append(Problem("unknown-id", table, f"{len(unknown)} ids are not identities: {shown}"))
+    problems.extend(_check_plans(manifest, allow_partial))
     problems.extend(_check_strays(fs, base, manifest))
     return problems

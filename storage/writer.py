@@ -1,8 +1,9 @@
-"""Parquet shard writer: buffered row groups, a temporary name, checksum on the fly, atomic rename.
+"""Parquet shard writer: buffered row groups under a temporary name, checksum on the fly.
 
-A shard becomes complete in two steps: the file is renamed into place, then its entry is committed
-to the manifest (:func:`storage.manifest.commit_shards`). A process killed at any point leaves at
-most a ``.tmp`` file or an uncommitted file, neither of which any reader treats as complete.
+Closing a writer *stages* the shard: the file is complete under its temporary name and its entry says where.
+:func:`storage.manifest.commit_shards` renames it into place and records it in one step under the manifest
+lock. A process killed at any point leaves at most a ``.tmp`` file, which no reader treats as complete and
+the next run removes.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from storage.codecs import encode_mask, encode_png
-from storage.fs import finalize, join, open_hashing, resolve, temp_name
+from storage.fs import join, open_hashing, resolve, sync_file, temp_name
 from storage.manifest import ShardEntry
 from storage.schemas import spec_for_table
 
@@ -68,8 +69,8 @@ class ShardWriter:
         self.config_hash = config_hash
         self.row_group_bytes = row_group_bytes
         self.row_group_rows = row_group_rows
-        self._fs, base = resolve(root)
-        self._final = join(base, path)
+        self._fs, self._base = resolve(root)
+        self._final = join(self._base, path)
         self._tmp = temp_name(self._final)
         self._buffer: list[dict[str, Any]] = []
         self._buffer_bytes = 0
@@ -157,7 +158,8 @@ class ShardWriter:
         self._buffer_bytes = 0
 
     def close(self, stats: dict[str, int] | None = None) -> ShardEntry:
-        """Finish the file, rename it into place and return its (not yet committed) manifest entry."""
+        """Finish the file and return its staged manifest entry (:func:`storage.manifest.commit_shards`
+        publishes it)."""
         if self.entry is not None:
             return self.entry
         if self._pq is None:
@@ -165,7 +167,7 @@ class ShardWriter:
         self._flush()
         self._pq.close()
         self._file_ctx.__exit__(None, None, None)
-        finalize(self._fs, self._tmp, self._final)
+        sync_file(self._fs, self._tmp)  # outside the manifest lock, so the commit only renames
         self.entry = ShardEntry(
             path=self.path,
             table=self.table,
@@ -174,8 +176,9 @@ class ShardWriter:
             sha256=self._hasher.hexdigest(),
             config_hash=self.config_hash,
             stats=dict(stats or {}),
+            staged=self._tmp[len(self._base) :].lstrip("/"),
         )
-        logger.debug("wrote %s: %d rows, %d bytes", self.path, self._rows, self._hasher.size)
+        logger.debug("staged %s: %d rows, %d bytes", self.path, self._rows, self._hasher.size)
         return self.entry
 
     def abort(self) -> None:

@@ -51,7 +51,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from storage.validate import validate
 
     problems = validate(
-        args.root, decode=not args.no_decode, verify_checksums=not args.no_checksum, progress=not args.no_progress
+        args.root,
+        decode=not args.no_decode,
+        verify_checksums=not args.no_checksum,
+        progress=not args.no_progress,
+        allow_partial=args.allow_partial,
     )
     for problem in problems:
         print(problem)
@@ -118,6 +122,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("root", help="dataset root: a local folder or an fsspec URL")
     p.add_argument("--no-decode", action="store_true", help="skip decoding every image and mask")
     p.add_argument("--no-checksum", action="store_true", help="skip SHA-256 verification of shards")
+    p.add_argument(
+        "--allow-partial", action="store_true", help="report unfinished tables as warnings, not errors (exit 0)"
+    )
     add_progress(p)
     p.set_defaults(func=cmd_validate)
 

@@ -13,7 +13,7 @@ from functools import partial
 from nearid.common.hashing import config_hash
 from nearid.common.procedural import IdentityPlan, ProceduralConfig, plan_identities, render_identity
 from nearid.common.splits import assign_splits, default_split_sizes
-from nearid.curation.report import CurationReport, CurationSummary, write_report
+from nearid.curation.report import REJECTS_PATH, CurationReport, CurationSummary, write_report
 from storage import ShardEntry, ShardWriter, shard_path
 from storage.jobs import run_shard_jobs
 
@@ -55,7 +55,10 @@ def curate_procedural(
         (shard_path("identities", k), digest, write, plans[i : i + shard_size])
         for k, i in enumerate(range(0, len(plans), shard_size))
     ]
-    written, skipped = run_shard_jobs(out, "identities", jobs, workers=workers, force=force, progress=progress)
+    plan = {**{path: job_digest for path, job_digest, *_ in jobs}, REJECTS_PATH: digest}
+    written, skipped = run_shard_jobs(
+        out, "identities", jobs, workers=workers, force=force, progress=progress, plan=plan
+    )
     views = dict(sorted(Counter(p.n_views for p in plans).items()))
     split_counts = {s: sum(1 for v in splits.values() if v == s) for s in ("train", "val", "test")}
     report = CurationReport(

@@ -26,6 +26,8 @@ PAPER = {
     "test": 500,
 }
 REPORT_DIR = "reports"
+REJECTS_PATH = shard_path("rejects", 0, prefix="curate")
+"""The rejects shard of a curation run (part of the run's plan)."""
 
 
 @dataclass
@@ -133,8 +135,7 @@ class CurationSummary:
 def write_report(root: str, report: CurationReport, rejects_config_hash: str) -> None:
     """Commit the rejects shard and write ``reports/curation.{json,md}`` (atomically)."""
     report.check_reconciles()
-    path = shard_path("rejects", 0, prefix="curate")
-    with ShardWriter(root, "rejects", path, rejects_config_hash) as writer:
+    with ShardWriter(root, "rejects", REJECTS_PATH, rejects_config_hash) as writer:
         for row in report.rejects:
             writer.write(row)
     commit_shards(root, [writer.entry])

@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 from nearid.common.hashing import config_hash
 from nearid.common.masks import clean_mask
 from nearid.common.splits import SPLIT_SALT, assign_splits, default_split_sizes
-from nearid.curation.report import CurationReport, CurationSummary, write_report
+from nearid.curation.report import REJECTS_PATH, CurationReport, CurationSummary, write_report
 from storage import ShardEntry, ShardWriter, shard_path
 from storage.jobs import run_shard_jobs
 from storage.syncd import MAX_SOURCE_VIEWS, SyncdItem, UnsafePathError, metadata_files, read_metadata, view_paths
@@ -344,7 +344,10 @@ def curate_syncd(
             {"global": global_digest, "ids": [r["id"] for r in chunk], "splits": [r["split"] for r in chunk]}
         )
         jobs.append((shard_path("identities", k), digest, partial(_write_syncd_shard, input_dir, config, out), chunk))
-    written, skipped = run_shard_jobs(out, "identities", jobs, workers=workers, force=force, progress=progress)
+    plan = {**{path: job_digest for path, job_digest, *_ in jobs}, REJECTS_PATH: global_digest}
+    written, skipped = run_shard_jobs(
+        out, "identities", jobs, workers=workers, force=force, progress=progress, plan=plan
+    )
 
     report = CurationReport(
         source="syncd",

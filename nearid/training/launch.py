@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+
+from nearid.common.processes import die_with_parent
 
 
 TRAIN_MODULE = "nearid.training.train"
@@ -82,4 +86,6 @@ def _has_cuda() -> bool:
 def launch_training(config: str, launch: Launch, resume: str | None = None) -> int:
     """Run training in child processes (their output streams through); returns the launcher's exit status."""
     command, env = accelerate_command(config, launch, resume)
-    return subprocess.run(command, env=env, check=False).returncode
+    # SIGTERM, not SIGKILL: the launcher must live long enough to stop its own workers
+    die = partial(die_with_parent, os.getpid(), signal.SIGTERM)
+    return subprocess.run(command, env=env, check=False, preexec_fn=die).returncode

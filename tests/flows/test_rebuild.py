@@ -95,15 +95,19 @@ def test_rebuild_curates_generates_validates_and_publishes(prefect_api, tmp_path
     assert second["version"] == first["version"] and not second["version_changed"]
 
 
-def test_rebuild_fails_with_the_problems_and_publishes_nothing(prefect_api, dataset_copy: str, tmp_path: Path) -> None:
-    from flows.rebuild import rebuild_dataset
-
-    generate_distractors(dataset_copy, ["null"], overrides=FAST, progress=False)
-    before = publish_version(dataset_copy)["version"]
-    shard = Path(dataset_copy) / "distractors" / "null" / "shard-00001.parquet"
+def corrupt_in_place(shard: Path) -> None:
     data = bytearray(shard.read_bytes())
     data[len(data) // 2] ^= 0xFF  # same size, so only a checksum finds it
     shard.write_bytes(bytes(data))
+
+
+def test_rebuild_fails_with_the_problems_and_publishes_nothing(prefect_api, dataset_copy: str, tmp_path: Path) -> None:
+    from flows.rebuild import rebuild_dataset
+
+    generate_distractors(dataset_copy, ["null", "procedural"], overrides=FAST, progress=False)
+    before = publish_version(dataset_copy)["version"]
+    # a table this rebuild does not regenerate is damaged: validation fails and no version is published
+    corrupt_in_place(Path(dataset_copy) / "distractors" / "procedural" / "shard-00001.parquet")
     state = rebuild_dataset(
         root=dataset_copy,
         configurations=["null"],
@@ -116,6 +120,30 @@ def test_rebuild_fails_with_the_problems_and_publishes_nothing(prefect_api, data
         return_state=True,
     )
     assert state.is_failed()
-    with pytest.raises(Exception, match=r"validation errors:\n.*\[checksum-mismatch\] distractors/null/shard-00001"):
+    with pytest.raises(
+        Exception, match=r"validation errors:\n.*\[checksum-mismatch\] distractors/procedural/shard-00001"
+    ):
         state.result()
     assert load_manifest(dataset_copy).version == before
+
+
+def test_rebuild_heals_a_damaged_shard_of_a_table_it_regenerates(
+    prefect_api, dataset_copy: str, tmp_path: Path
+) -> None:
+    from flows.rebuild import rebuild_dataset
+
+    generate_distractors(dataset_copy, ["null"], overrides=FAST, progress=False)
+    committed = load_manifest(dataset_copy).shards["distractors/null/shard-00001.parquet"].sha256
+    corrupt_in_place(Path(dataset_copy) / "distractors" / "null" / "shard-00001.parquet")
+    result = rebuild_dataset(
+        root=dataset_copy,
+        configurations=["null"],
+        identities=12,
+        image_size=64,
+        seed=3,
+        shard_size=5,
+        overrides=FAST,
+        slot_dir=str(tmp_path / "slots"),
+    )
+    assert result["generated"]["shards_written"] == 1 and result["validation"]["errors"] == 0
+    assert load_manifest(dataset_copy).shards["distractors/null/shard-00001.parquet"].sha256 == committed

@@ -18,9 +18,10 @@ def error_codes(root: str) -> list[str]:
     return [p.code for p in validate(root, progress=False) if p.severity == "error"]
 
 
-def rewrite_shard(root: str, path: str, rows: list[dict], config_hash: str = "h") -> None:
-    """Replace a shard through the real writer and commit it, so only the injected defect remains."""
-    with ShardWriter(root, "identities", path, config_hash) as writer:
+def rewrite_shard(root: str, path: str, rows: list[dict]) -> None:
+    """Replace a shard through the real writer and commit it under its own configuration hash, so only the
+    injected defect remains."""
+    with ShardWriter(root, "identities", path, load_manifest(root).shards[path].config_hash) as writer:
         for row in rows:
             writer.write(row)
     commit_shards(root, [writer.entry])
