@@ -152,24 +152,6 @@ def shard_lock(root: str, path: str, timeout_s: float | None) -> Iterator[None]:
         yield
 
 
-def remove_partial_files(root: str, job: ShardJob) -> list[str]:
-    """Delete temporary files that a killed writer left for this shard and its rejects (local roots,
-    under the shard lock, after the child exited: nothing else can be writing them)."""
-    from generators.run import rejects_path
-    from storage.fs import is_local, join, resolve
-
-    fs, base = resolve(root)
-    if not is_local(fs):
-        return []
-    removed = []
-    for path in (job.path, rejects_path(job.config, job.index)):
-        head, _, name = path.rpartition("/")
-        for leftover in fs.glob(join(base, head, f".{name}.*.tmp")):
-            fs.rm(leftover)
-            removed.append(leftover)
-    return removed
-
-
 def generate_command(job: ShardJob, options: ShardRunOptions, slot: Slot) -> list[str]:
     """The ``nearid generate`` command line for one shard on one slot."""
     device = slot.torch_device if options.device == "auto" else options.device
@@ -225,8 +207,6 @@ def generate_shard(job: ShardJob, options: ShardRunOptions) -> dict[str, Any]:
         result = run_in_slot(
             pool, command, options.timeout_s, acquire_timeout_s=options.timeout_s, log=log, label=label
         )
-        for leftover in remove_partial_files(options.root, job):
-            log.info("removed %s, left by an interrupted writer", leftover)
         if not _is_complete(options.root, job):
             raise RuntimeError(
                 f"{label}: nearid generate exited 0 but the manifest does not list {job.path} with hash "

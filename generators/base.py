@@ -29,6 +29,7 @@ from generators.policy import (
     working_size,
 )
 from nearid.common.masks import clean_mask
+from nearid.common.weights import require_safetensors
 
 
 logger = logging.getLogger(__name__)
@@ -250,6 +251,9 @@ class PipelineGenerator(Generator):
 
         ref = self.config.model("pipeline")
         pipeline = getattr(diffusers, self.pipeline_class)
-        self.pipe = pipeline.from_pretrained(self.model_path(ref), revision=ref.revision, dtype=self.torch_dtype())
+        require_safetensors(self.model_path(ref), recursive=True)
+        self.pipe = pipeline.from_pretrained(
+            self.model_path(ref), revision=ref.revision, dtype=self.torch_dtype(), use_safetensors=True
+        )
         self.pipe.to(self.device)
         self.pipe.set_progress_bar_config(disable=True)

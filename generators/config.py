@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import types
+import typing
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -106,12 +108,17 @@ class GeneratorConfig:
         raise KeyError(f"{self.name} has no model with role {role!r}")
 
     def with_overrides(self, **overrides: Any) -> GeneratorConfig:
-        """A copy with fields replaced (validated again), e.g. fewer steps for a CPU demo."""
-        known = {f.name for f in dataclasses.fields(self)}
-        unknown = set(overrides) - known
+        """A copy with scalar fields replaced, each checked against its type (``steps=2.5`` or ``steps="abc"``
+        is refused, not truncated) and the whole validated again, e.g. fewer steps for a CPU demo."""
+        kinds = typing.get_type_hints(GeneratorConfig)
+        settable = {name for name, kind in kinds.items() if _scalar_kinds(kind)}
+        unknown = set(overrides) - set(kinds)
         if unknown:
-            raise ValueError(f"unknown configuration fields {sorted(unknown)}; valid: {sorted(known)}")
-        return dataclasses.replace(self, **overrides)
+            raise ValueError(f"unknown configuration fields {sorted(unknown)}; valid: {sorted(settable)}")
+        fixed = set(overrides) - settable
+        if fixed:
+            raise ValueError(f"configuration fields {sorted(fixed)} cannot be overridden; valid: {sorted(settable)}")
+        return dataclasses.replace(self, **{k: _typed(k, v, kinds[k]) for k, v in overrides.items()})
 
     def params_hash(self) -> str:
         """Hash of everything that changes the images (batch size and order excluded)."""
@@ -127,3 +134,46 @@ class GeneratorConfig:
         data["extras"] = dict(self.extras)
         data["params_hash"] = self.params_hash()
         return data
+
+
+def _scalar_kinds(kind: Any) -> tuple[Any, ...]:
+    """The accepted value kinds of a scalar field annotation (``int``, ``float | None``, a ``Literal``), or ()
+    for the structured fields (models, extras) that only code may change."""
+    args = typing.get_args(kind) if typing.get_origin(kind) in (typing.Union, types.UnionType) else (kind,)
+    scalars = tuple(a for a in args if a in (int, float, str, bool, type(None)) or typing.get_origin(a) is Literal)
+    return scalars if len(scalars) == len(args) else ()
+
+
+def _typed(name: str, value: Any, kind: Any) -> Any:
+    """``value`` checked against ``kind``: integers stay integers, numbers must be finite, choices must be valid."""
+    for accepted in _scalar_kinds(kind):
+        if accepted is type(None) and value is None:
+            return None
+        if accepted is bool and isinstance(value, bool):
+            return value
+        if accepted is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if (
+            accepted is float
+            and isinstance(value, int | float)
+            and not isinstance(value, bool)
+            and math.isfinite(value)
+        ):
+            return float(value)
+        if accepted is str and isinstance(value, str):
+            return value
+        if typing.get_origin(accepted) is Literal and value in typing.get_args(accepted):
+            return value
+    raise ValueError(f"configuration field {name!r} must be {_describe(kind)}, got {value!r}")
+
+
+def _describe(kind: Any) -> str:
+    names = []
+    for accepted in _scalar_kinds(kind):
+        if typing.get_origin(accepted) is Literal:
+            names.append("one of " + ", ".join(map(repr, typing.get_args(accepted))))
+        else:
+            names.append(
+                {type(None): "null", float: "a finite number", int: "an integer"}.get(accepted, accepted.__name__)
+            )
+    return " or ".join(names)

@@ -27,7 +27,7 @@ from generators.prompts import PromptBook
 from generators.registry import get_config
 from nearid.common.hashing import config_hash
 from storage import ShardEntry, ShardWriter, TableReader, distractors_table, load_manifest
-from storage.codecs import encode_png
+from storage.codecs import DecodeError, encode_png
 from storage.jobs import run_shard_jobs
 from storage.schemas import MAX_VIEWS
 
@@ -128,7 +128,8 @@ class _ShardGenerator:
         config = self.generator.config
         if not self.generator.loaded:
             self.generator.load(self.device, self.dtype)
-        rows = list(TableReader(self.root, "identities").iter_rows(shards=[identities]))
+        reader = TableReader(self.root, "identities")
+        rows = list(reader.iter_rows(shards=[identities], decode=False))
         if self.splits is not None:
             rows = [row for row in rows if row["split"] in self.splits]
         requests, rejects = [], []
@@ -136,11 +137,18 @@ class _ShardGenerator:
             for view in range(1, MAX_VIEWS + 1):
                 if row[f"images{view}"] is None:
                     continue
+                cells = {"image": row[f"images{view}"], "mask": row[f"masks{view}"]}
+                try:  # one broken view is a reject naming its shard, id and column, not the end of the shard
+                    image = reader.decode_row({"id": row["id"], f"images{view}": cells["image"]}, identities.path)
+                    mask = reader.decode_row({"id": row["id"], f"masks{view}": cells["mask"]}, identities.path)
+                except DecodeError as exc:
+                    rejects.append(self._reject_view(row["id"], view, "input-undecodable", str(exc)))
+                    continue
                 request = InpaintRequest(
                     identity_id=row["id"],
                     view=view,
-                    image=row[f"images{view}"],
-                    mask=row[f"masks{view}"],
+                    image=image[f"images{view}"],
+                    mask=mask.get(f"masks{view}"),
                     prompt=self.book.prompt(row["id"]),
                     seed=derive_seed(config.name, row["id"], view),
                 )
@@ -186,12 +194,15 @@ class _ShardGenerator:
             return [self._generate([request])[0] for request in batch]
 
     def _reject(self, request: InpaintRequest, reason: str, detail: str) -> dict:
+        return self._reject_view(request.identity_id, request.view, reason, detail)
+
+    def _reject_view(self, identity: int, view: int, reason: str, detail: str) -> dict:
         config = self.generator.config.name
         return {
             "stage": "generate",
             "table": distractors_table(config),
-            "id": request.identity_id,
-            "view": request.view,
+            "id": identity,
+            "view": view,
             "source": config,
             "reason": reason,
             "detail": detail,

@@ -43,25 +43,31 @@ def run_shard_jobs(
     """Run the jobs whose shard is not complete for its hash; return (written, skipped).
 
     ``plan`` is every shard a complete run of ``table`` holds (default: the jobs), with ``companions`` of each
-    planned with the same hash; it is recorded in the manifest before any work, so a partial table is never
-    mistaken for a complete one. With ``prune``, entries of ``table`` outside the plan are dropped once all jobs
-    succeeded. With ``workers > 1`` jobs run in processes (their functions must be picklable) that die with
-    this one.
+    planned with the same hash; it is recorded with the first shard committed, so a table a run left short is
+    never mistaken for a complete one, and a run that commits nothing changes nothing. With ``prune``, entries
+    of ``table`` outside the plan are dropped once all jobs succeeded. With ``workers > 1`` jobs run in
+    processes (their functions must be picklable) that die with this one.
     """
     full_plan = dict(plan) if plan is not None else {path: digest for path, digest, *_ in jobs}
     for path, digest in list(full_plan.items()):
         full_plan.update(dict.fromkeys(companions(path) if companions else [], digest))
-    since = record_plan(root, table, full_plan)
     fs, base = resolve(root)
     for folder in sorted({path.rpartition("/")[0] for path in full_plan}):
         for leftover in remove_dead_temps(fs, join(base, folder)):
             logger.info("removed %s, left by a writer that died", leftover)
     manifest = load_manifest(root, missing_ok=True)
+    since = manifest.generation
     todo = [job for job in jobs if force or not manifest.is_complete(root, job[0], job[1])]
     logger.info("%s: %d shards, %d to write", table, len(jobs), len(todo))
+    if not todo:
+        record_plan(root, table, full_plan)
+    planned = [False]
 
     def commit(result: ShardEntry | list[ShardEntry]) -> None:
-        commit_shards(root, result if isinstance(result, list) else [result], since=since)
+        entries = result if isinstance(result, list) else [result]
+        plan = None if planned[0] else (table, full_plan)  # the plan arrives with the run's first shard
+        commit_shards(root, entries, since=since, plan=plan)
+        planned[0] = True
 
     with tqdm(total=len(todo), desc=f"write {table}", unit="shard", disable=not progress) as bar:
         if workers <= 1 or len(todo) <= 1:

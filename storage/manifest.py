@@ -255,14 +255,14 @@ def save_manifest(root: str, manifest: Manifest) -> None:
     write_bytes_atomic(fs, path, manifest.to_json().encode("utf-8"))
 
 
-def record_plan(root: str, producer: str, plan: dict[str, str]) -> int:
-    """Record what a complete run of ``producer`` commits; returns the generation the run starts from."""
+def record_plan(root: str, producer: str, plan: dict[str, str]) -> None:
+    """Record what a complete run of ``producer`` commits (a run with nothing to write records it alone; others
+    record it with their first commit, so a run that commits nothing changes nothing)."""
     with manifest_lock(root):
         manifest = load_manifest(root, missing_ok=True)
         if manifest.plans.get(producer) != plan:
             manifest.plans[producer] = dict(plan)
             save_manifest(root, manifest)
-        return manifest.generation
 
 
 def commit_shards(
@@ -271,13 +271,14 @@ def commit_shards(
     since: int | None = None,
     version: str | None = None,
     drop: Iterable[str] = (),
+    plan: tuple[str, dict[str, str]] | None = None,
 ) -> Manifest:
     """Publish staged shards in one atomic manifest update; return the new manifest.
 
     ``since`` is the generation the writer planned at: an entry that another writer committed after it wins,
     and this writer's staged copy is discarded when it holds the same configuration (the same work, done twice),
     or the commit fails with :class:`ConcurrentCommitError` when it does not. ``drop`` removes entries in the
-    same update (a table that shrank).
+    same update (a table that shrank); ``plan`` (producer, {path: config hash}) records the run's plan with it.
     """
     entries = list(entries)
     fs, base = resolve(root)
@@ -311,6 +312,8 @@ def commit_shards(
             )
         for path in drop:
             manifest.shards.pop(path, None)
+        if plan is not None:
+            manifest.plans[plan[0]] = dict(plan[1])
         if version is not None:
             manifest.version = version
         save_manifest(root, manifest)

@@ -5,29 +5,19 @@ Official layout: a positives dataset (``id``, ``category``, ``category_descripti
 older cards call the views ``img1..3``) and one dataset per distractor source (``nimg1..3`` plus the
 positives' columns) whose rows align with the positives row for row. Splits are JSON files of
 0-based row positions (a list, or ``{"indices": [...]}``). Our layout joins by id instead of by row.
-
-Image bytes pass through untouched when they are PNG (masks: greyscale PNG); anything else is
-decoded and re-encoded as PNG (pixels preserved, bytes not), and counted in the import summary.
+Reading and export live here; the import, with its row checks, is :mod:`storage.official_import`.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import logging
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from PIL import Image
-
-from storage.codecs import encode_mask, encode_png
-from storage.manifest import commit_shards
 from storage.reader import TableReader
 from storage.schemas import MAX_VIEWS, distractors_table
-from storage.writer import PNG_MAGIC, ShardWriter, shard_path
 
 
 logger = logging.getLogger(__name__)
@@ -46,7 +36,6 @@ OFFICIAL_SOURCES = {
 """Official distractor dataset suffix (``Aleksandar/NearID-<suffix>``) -> our configuration name."""
 POSITIVES_NAME = "NearID"
 SPLIT_NAMES = ("train", "val", "test")
-POSITIVE_COLUMNS = ("id", "category", "category_description", "objaverse_id", "n_images", "quality")
 
 
 class OfficialLayoutError(ValueError):
@@ -118,165 +107,6 @@ def read_split_files(split_dir: str | Path, n_rows: int) -> dict[int, str]:
     else:
         assignment = {i: assignment.get(i, "train") for i in range(n_rows)}
     return assignment
-
-
-@dataclass
-class ImportSummary:
-    """What an import wrote and what it had to re-encode or refuse."""
-
-    identities: int = 0
-    distractors: dict[str, int] = field(default_factory=dict)
-    reencoded_images: int = 0
-    reencoded_masks: int = 0
-    rejected: int = 0
-
-
-def _png_image(cell: Mapping | None, summary: ImportSummary) -> bytes | None:
-    if cell is None or cell.get("bytes") is None:
-        return None
-    data = cell["bytes"]
-    if data.startswith(PNG_MAGIC) and Image.open(io.BytesIO(data)).mode == "RGB":
-        return data
-    summary.reencoded_images += 1
-    return encode_png(Image.open(io.BytesIO(data)).convert("RGB"))
-
-
-def _png_mask(cell: Mapping | None, summary: ImportSummary) -> bytes | None:
-    if cell is None or cell.get("bytes") is None:
-        return None
-    data = cell["bytes"]
-    image = Image.open(io.BytesIO(data))
-    if data.startswith(PNG_MAGIC) and image.mode == "L" and set(np.unique(np.asarray(image)).tolist()) <= {0, 255}:
-        return data
-    summary.reencoded_masks += 1
-    return encode_mask(np.asarray(image.convert("L")) > 127)
-
-
-def _as_float(value: Any, where: str) -> float | None:
-    if value is None:
-        return None
-    try:
-        return float(value)
-    except (TypeError, ValueError) as exc:
-        raise OfficialLayoutError(f"{where}: expected a number, got {value!r}") from exc
-
-
-def _chunks(n: int, size: int) -> Iterator[range]:
-    for start in range(0, n, size):
-        yield range(start, min(n, start + size))
-
-
-def import_official(
-    positives: str | Path,
-    out: str,
-    distractors: Mapping[str, str | Path] | None = None,
-    split_dir: str | Path | None = None,
-    shard_size: int = 256,
-) -> ImportSummary:
-    """Import the official positives (and row-aligned distractor datasets) into our layout at ``out``."""
-    from nearid.common.hashing import config_hash
-    from nearid.common.splits import assign_splits, default_split_sizes
-
-    summary = ImportSummary()
-    pos = load_official(positives)
-    for column in ("id", "images1", "images2"):
-        if column not in pos.column_names:
-            raise OfficialLayoutError(f"positives dataset {positives} has no column {column!r}")
-    ids = [int(i) for i in pos["id"]]
-    if len(set(ids)) != len(ids):
-        raise OfficialLayoutError(f"positives dataset {positives} has duplicate ids")
-    if split_dir is not None:
-        by_row = read_split_files(split_dir, len(pos))
-    elif "split" in pos.column_names:
-        by_row = dict(enumerate(pos["split"]))
-    else:
-        by_id = assign_splits(ids, *default_split_sizes(len(ids)))
-        by_row = {row: by_id[i] for row, i in enumerate(ids)}
-    digest = config_hash({"positives": str(positives), "rows": len(pos), "splits": str(split_dir)})
-
-    rejects: list[dict] = []
-    for k, rows in enumerate(_chunks(len(pos), shard_size)):
-        with ShardWriter(out, "identities", shard_path("identities", k), digest) as writer:
-            kept = 0
-            for row_no in rows:
-                row = pos[row_no]
-                views = [
-                    (slot, _png_image(row.get(f"images{slot}"), summary), _png_mask(row.get(f"masks{slot}"), summary))
-                    for slot in range(1, MAX_VIEWS + 1)
-                ]
-                views = [v for v in views if v[1] is not None]
-                if len(views) < 2:
-                    rejects.append(
-                        {
-                            "stage": "import",
-                            "table": "identities",
-                            "id": ids[row_no],
-                            "view": None,
-                            "source": f"{positives}[{row_no}]",
-                            "reason": "too-few-views",
-                            "detail": f"{len(views)} view(s)",
-                        }
-                    )
-                    continue
-                out_row = {c: row.get(c) for c in POSITIVE_COLUMNS if c in row}
-                out_row |= {"id": ids[row_no], "split": by_row[row_no], "n_images": len(views)}
-                out_row["quality"] = _as_float(row.get("quality"), f"{positives} row {row_no} column 'quality'")
-                for new_slot, (slot, image, mask) in enumerate(views, start=1):
-                    out_row[f"images{new_slot}"] = image
-                    out_row[f"masks{new_slot}"] = mask
-                    out_row[f"prompts{new_slot}"] = row.get(f"prompts{slot}")
-                writer.write(out_row)
-                kept += 1
-            writer.close(stats={"rows_in": len(rows), "rejected": len(rows) - kept})
-        commit_shards(out, [writer.entry])
-        summary.identities += writer.entry.rows
-
-    for name, folder in (distractors or {}).items():
-        summary.distractors[name] = _import_distractors(folder, out, name, ids, shard_size, summary)
-    with ShardWriter(out, "rejects", shard_path("rejects", 0, prefix="import"), digest) as writer:
-        for reject in rejects:
-            writer.write(reject)
-    commit_shards(out, [writer.entry])
-    summary.rejected = len(rejects)
-    return summary
-
-
-def _import_distractors(
-    folder: str | Path, out: str, name: str, ids: list[int], shard_size: int, summary: ImportSummary
-) -> int:
-    from nearid.common.hashing import config_hash
-
-    ds = load_official(folder)
-    if len(ds) != len(ids):
-        raise OfficialLayoutError(f"{folder}: {len(ds)} rows, positives have {len(ids)}: not row-aligned")
-    if "id" in ds.column_names:
-        for row_no, (theirs, ours) in enumerate(zip(ds["id"], ids, strict=True)):
-            if int(theirs) != ours:
-                raise OfficialLayoutError(f"{folder}: row {row_no} has id {theirs}, positives have {ours}")
-    table = distractors_table(name)
-    digest = config_hash({"distractors": str(folder), "rows": len(ds)})
-    written = 0
-    for k, rows in enumerate(_chunks(len(ds), shard_size)):
-        with ShardWriter(out, table, shard_path(table, k), digest) as writer:
-            for row_no in rows:
-                row = ds[row_no]
-                images = {f"nimg{s}": _png_image(row.get(f"nimg{s}"), summary) for s in range(1, MAX_VIEWS + 1)}
-                if all(v is None for v in images.values()):
-                    continue
-                prompts = {f"prompts{s}": row.get(f"prompts{s}") for s in range(1, MAX_VIEWS + 1)}
-                writer.write(
-                    {
-                        "id": ids[row_no],
-                        **images,
-                        **prompts,
-                        "config": name,
-                        "family": "imported",
-                        "params_hash": digest,
-                    }
-                )
-        commit_shards(out, [writer.entry])
-        written += writer.entry.rows
-    return written
 
 
 def _aligned_rows(root: str, table: str, order: list[int]) -> Iterator[dict]:

@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from storage.codecs import decode_mask, decode_rgb
+from storage.codecs import DecodeError, decode_mask, decode_rgb
 from storage.fs import is_local, join, resolve
 from storage.manifest import Manifest, ShardEntry, load_manifest
 from storage.schemas import spec_for_table
@@ -49,14 +49,17 @@ class TableReader:
     def _open(self, entry: ShardEntry) -> pq.ParquetFile:
         return pq.ParquetFile(self._fs.open(join(self._base, entry.path), "rb"))
 
-    def decode_row(self, row: dict[str, Any]) -> dict[str, Any]:
-        """Decode the image and mask structs of one raw row in place."""
-        for col in self.spec.image_columns:
-            if col in row and row[col] is not None:
-                row[col] = decode_rgb(row[col]["bytes"])
-        for col in self.spec.mask_columns:
-            if col in row and row[col] is not None:
-                row[col] = decode_mask(row[col]["bytes"])
+    def decode_row(self, row: dict[str, Any], where: str = "") -> dict[str, Any]:
+        """Decode the image and mask structs of one raw row in place; a broken cell raises
+        :class:`~storage.codecs.DecodeError` naming the shard (``where``), the id and the column."""
+        for columns, decode in ((self.spec.image_columns, decode_rgb), (self.spec.mask_columns, decode_mask)):
+            for col in columns:
+                if col in row and row[col] is not None:
+                    try:
+                        row[col] = decode(row[col]["bytes"])
+                    except DecodeError as exc:
+                        place = f"{where} id={row.get(self.spec.id_column)} {col}".strip()
+                        raise DecodeError(f"{self.table} {place}: {exc}") from exc
         return row
 
     def iter_batches(
@@ -71,9 +74,10 @@ class TableReader:
         self, columns: Sequence[str] | None = None, decode: bool = True, shards: Sequence[ShardEntry] | None = None
     ) -> Iterator[dict[str, Any]]:
         """Stream rows as dicts (of every shard, or only of ``shards``)."""
-        for batch in self.iter_batches(columns, shards=shards):
-            for row in batch.to_pylist():
-                yield self.decode_row(row) if decode else row
+        for entry in self.shards if shards is None else shards:
+            for batch in self.iter_batches(columns, shards=[entry]):
+                for row in batch.to_pylist():
+                    yield self.decode_row(row, entry.path) if decode else row
 
     def ids(self) -> np.ndarray:
         """All ids, in shard order (reads only the id column)."""
@@ -105,6 +109,6 @@ class TableReader:
                 if row_no < offset + n:
                     group = pf.read_row_group(rg, columns=list(columns) if columns else None)
                     row = group.slice(row_no - offset, 1).to_pylist()[0]
-                    return self.decode_row(row) if decode else row
+                    return self.decode_row(row, self.shards[shard_no].path) if decode else row
                 offset += n
         raise KeyError(f"id {id_}: index points past the end of {self.shards[shard_no].path}")

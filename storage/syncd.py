@@ -130,6 +130,8 @@ def read_metadata(input_dir: str | Path, with_scores: bool = False) -> list[Sync
             data = json.loads(path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise MetadataError(f"{path.name}: not valid JSON ({exc})") from exc
+        except RecursionError as exc:
+            raise MetadataError(f"{path.name}: nested too deeply to be a metadata list") from exc
         if not isinstance(data, list):
             raise MetadataError(f"{path.name}: expected a JSON list of items, got {type(data).__name__}")
         items.extend(parse_item(entry, path.name, i) for i, entry in enumerate(data))
@@ -137,7 +139,10 @@ def read_metadata(input_dir: str | Path, with_scores: bool = False) -> list[Sync
 
 
 def view_paths(input_dir: str | Path, filename: str) -> tuple[Path, Path]:
-    """Image and mask paths of one view; refuses names that leave the input folder."""
+    """Image and mask paths of one view; refuses names that leave the input folder, directly or through a
+    symbolic link (of the image, of its folder or of its ``masks/`` folder)."""
+    if "\x00" in filename:
+        raise UnsafePathError(f"file name {filename!r} contains a NUL character")
     root = Path(input_dir).resolve()
     relative = PurePosixPath(filename)
     if relative.is_absolute() or ".." in relative.parts or not relative.parts:
@@ -145,4 +150,7 @@ def view_paths(input_dir: str | Path, filename: str) -> tuple[Path, Path]:
     image = (root / relative).resolve()
     if not image.is_relative_to(root):
         raise UnsafePathError(f"file name {filename!r} resolves outside the input folder")
-    return image, image.parent / "masks" / f"{image.stem}.jpg"
+    mask = (image.parent / "masks" / f"{image.stem}.jpg").resolve()
+    if not mask.is_relative_to(root):
+        raise UnsafePathError(f"the mask of {filename!r} resolves outside the input folder")
+    return image, mask

@@ -146,7 +146,7 @@ def _check_shard(
             for row in batch.to_pylist():
                 bar.update(1)
                 row_id = row.get(spec.id_column) if spec.id_column else None
-                if spec.id_column and row_id is None:
+                if spec.id_column and row_id is None and spec.unique_ids:  # a reject may lack a usable id
                     yield Problem("null-id", entry.path, "a row has no id")
                 elif spec.unique_ids and spec.id_column:
                     if row_id in ids:

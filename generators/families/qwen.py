@@ -5,6 +5,7 @@ from __future__ import annotations
 from PIL import Image
 
 from generators.base import Generator, WorkItem
+from nearid.common.weights import require_safetensors
 
 
 class QwenInpaintGenerator(Generator):
@@ -27,8 +28,10 @@ class QwenInpaintGenerator(Generator):
 
         base, cn_ref, lora = (self.config.model(r) for r in ("pipeline", "controlnet", "lora"))
         dtype = self.torch_dtype()
+        for ref in (base, cn_ref, lora):
+            require_safetensors(self.model_path(ref), recursive=True)
         controlnet = QwenImageControlNetModel.from_pretrained(
-            self.model_path(cn_ref), revision=cn_ref.revision, dtype=dtype
+            self.model_path(cn_ref), revision=cn_ref.revision, dtype=dtype, use_safetensors=True
         )
         scheduler = FlowMatchEulerDiscreteScheduler.from_config(dict(self.config.extra("scheduler_config")))
         self.pipe = QwenImageControlNetInpaintPipeline.from_pretrained(
@@ -37,8 +40,11 @@ class QwenInpaintGenerator(Generator):
             controlnet=controlnet,
             scheduler=scheduler,
             dtype=dtype,
+            use_safetensors=True,
         )
-        self.pipe.load_lora_weights(self.model_path(lora), weight_name=lora.weight_name, adapter_name="lightning")
+        self.pipe.load_lora_weights(
+            self.model_path(lora), weight_name=lora.weight_name, adapter_name="lightning", use_safetensors=True
+        )
         self.pipe.fuse_lora(lora_scale=self.config.extra("lora_scale", 1.0))
         self.pipe.unload_lora_weights()
         self.pipe.to(self.device)

@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+from nearid.common.weights import require_safetensors
+
 
 BRUSHNET_FOLDER = "PowerPaint_Brushnet"
 BRUSHNET_WEIGHTS = "diffusion_pytorch_model.safetensors"
@@ -40,19 +42,6 @@ def check_state_dict_keys(
         problems.append(f"shape mismatches {_describe(mismatched)}")
     if problems:
         raise ValueError(f"{what} does not match the model: " + "; ".join(problems))
-
-
-def require_safetensors(folder: Path) -> None:
-    """Fail with the project rule when a weights folder holds only pickle checkpoints (or nothing)."""
-    if any(folder.glob("*.safetensors")):
-        return
-    pickles = sorted(path.name for pattern in ("*.bin", "*.pt", "*.pth", "*.ckpt") for path in folder.glob(pattern))
-    if pickles:
-        raise FileNotFoundError(
-            f"{folder} holds only {pickles}: nearid loads safetensors only (pickle files can run code when loaded). "
-            "Use the safetensors variant of the checkpoint."
-        )
-    raise FileNotFoundError(f"no safetensors weights in {folder}")
 
 
 def find_text_encoder_file(brushnet_dir: Path) -> Path:

@@ -81,7 +81,7 @@ def _distractor_arg(text: str) -> tuple[str, str]:
 
 
 def cmd_import_hf(args: argparse.Namespace) -> int:
-    from storage.official import import_official
+    from storage.official_import import import_official
 
     distractors = dict(_distractor_arg(d) for d in args.distractors)
     summary = import_official(args.positives, args.out, distractors, split_dir=args.splits, shard_size=args.shard_size)

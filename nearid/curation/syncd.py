@@ -3,7 +3,8 @@
 Stages, in order; every identity that leaves records a reject with a reason, so
 ``identities in = kept + rejected`` always holds:
 
-1. ``duplicate-id``: an id seen earlier in the metadata (file order, then position).
+1. ``bad-id`` / ``bad-text``: an id outside [0, 2^63) or text that is not valid Unicode; ``duplicate-id``: an
+   id seen earlier in the metadata (file order, then position).
 2. ``deformable``: only ``category == "rigid"`` is kept.
 3. ``unsafe-path``: a file name that leaves the input folder.
 4. view checks: each view needs a readable RGB image and a mask of the same size that is neither
@@ -26,24 +27,25 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from tqdm.auto import tqdm
 
 from nearid.common.hashing import config_hash
-from nearid.common.masks import clean_mask
-from nearid.common.splits import SPLIT_SALT, assign_splits, default_split_sizes
+from nearid.common.processes import die_with_parent
+from nearid.common.splits import assign_splits, default_split_sizes
 from nearid.curation.report import REJECTS_PATH, CurationReport, CurationSummary, write_report
+from nearid.curation.syncd_views import ItemCheck, SyncdCurationConfig, apply_quality, check_item, load_view
 from storage import ShardEntry, ShardWriter, shard_path
+from storage.checks import MAX_ID, RowProblem, check_id, check_text
 from storage.jobs import run_shard_jobs
-from storage.syncd import MAX_SOURCE_VIEWS, SyncdItem, UnsafePathError, metadata_files, read_metadata, view_paths
+from storage.syncd import MAX_SOURCE_VIEWS, SyncdItem, metadata_files, read_metadata
 
 
 logger = logging.getLogger(__name__)
@@ -51,142 +53,18 @@ logger = logging.getLogger(__name__)
 SYNCD_CURATION_VERSION = 1
 
 
-@dataclass(frozen=True)
-class SyncdCurationConfig:
-    """Thresholds and split sizes of a SynCD curation run."""
-
-    min_views: int = 2
-    min_mask_fraction: float = 0.001
-    max_mask_fraction: float = 0.95
-    min_aesthetics: float | None = None
-    min_dino: float | None = None
-    max_dino: float = 0.98
-    n_val: int | None = None
-    n_test: int | None = None
-    split_salt: str = SPLIT_SALT
-    shard_size: int = 256
-
-    def __post_init__(self) -> None:
-        if not 2 <= self.min_views <= MAX_SOURCE_VIEWS:
-            raise ValueError(f"min_views must be 2 or 3, got {self.min_views}")
-        if not 0.0 <= self.min_mask_fraction < self.max_mask_fraction <= 1.0:
-            raise ValueError("need 0 <= min_mask_fraction < max_mask_fraction <= 1")
-        if self.min_dino is not None and not self.min_dino <= self.max_dino:
-            raise ValueError("min_dino must be <= max_dino")
-        if self.shard_size < 1:
-            raise ValueError("shard_size must be >= 1")
-
-    @property
-    def uses_scores(self) -> bool:
-        return self.min_aesthetics is not None or self.min_dino is not None
-
-
-class ViewError(ValueError):
-    """A view cannot be used; ``reason`` is the stable reject code."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
-
-
-def load_view(input_dir: str, filename: str, config: SyncdCurationConfig) -> tuple[np.ndarray, np.ndarray]:
-    """The RGB pixels and cleaned boolean mask of one view, or a :class:`ViewError` saying why not."""
-    image_path, mask_path = view_paths(input_dir, filename)
-    if not image_path.is_file():
-        raise ViewError("image-missing", f"{image_path.name} does not exist")
+def _item_problem(item: SyncdItem) -> RowProblem | None:
+    """An id that cannot be stored or text that is not valid Unicode: the item is refused, the run goes on."""
     try:
-        image = Image.open(image_path)
-        image.load()
-    except Exception as exc:  # PIL raises many types for broken files
-        raise ViewError("image-undecodable", f"{image_path.name}: {exc}") from exc
-    if image.mode in ("L", "LA", "1", "I", "I;16", "F"):
-        raise ViewError("greyscale-image", f"{image_path.name} is {image.mode}: a view must show the object's colour")
-    if image.mode == "CMYK":
-        raise ViewError("cmyk-image", f"{image_path.name} is CMYK: convert it to RGB with a colour-managed tool")
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        if np.asarray(rgba)[..., 3].min() < 255:
-            raise ViewError("transparent-image", f"{image_path.name} has transparent pixels")
-        image = rgba
-    rgb = np.asarray(image.convert("RGB"))
-    if not mask_path.is_file():
-        raise ViewError("mask-missing", f"masks/{mask_path.name} does not exist")
-    try:
-        raw_mask = Image.open(mask_path)
-        raw_mask.load()
-    except Exception as exc:
-        raise ViewError("mask-undecodable", f"masks/{mask_path.name}: {exc}") from exc
-    if raw_mask.size != image.size:
-        raise ViewError(
-            "mask-size-mismatch",
-            f"mask is {raw_mask.size[0]}x{raw_mask.size[1]}, view is {image.size[0]}x{image.size[1]}",
-        )
-    mask = clean_mask(np.asarray(raw_mask.convert("L")))
-    fraction = float(mask.mean())
-    if fraction < config.min_mask_fraction:
-        raise ViewError("mask-empty", f"cleaned mask covers {fraction:.4%} of the view")
-    if fraction > config.max_mask_fraction:
-        raise ViewError("mask-full", f"cleaned mask covers {fraction:.2%} of the view")
-    return rgb, mask
-
-
-@dataclass
-class ItemCheck:
-    """Pass-1 verdict on one item: usable view indices (0-based) and view-level rejects."""
-
-    item: SyncdItem
-    usable: list[int] = field(default_factory=list)
-    view_rejects: list[tuple[int, str, str]] = field(default_factory=list)
-    unsafe: str | None = None
-
-
-def check_item(input_dir: str, config: SyncdCurationConfig, item: SyncdItem) -> ItemCheck:
-    """Load and check every view of one item (runs in worker processes)."""
-    check = ItemCheck(item)
-    for view, filename in enumerate(item.filenames):
-        if view >= MAX_SOURCE_VIEWS:
-            check.view_rejects.append((view, "extra-view", f"only the first {MAX_SOURCE_VIEWS} views are used"))
-            continue
-        try:
-            load_view(input_dir, filename, config)
-            check.usable.append(view)
-        except UnsafePathError as exc:
-            check.unsafe = str(exc)
-            return check
-        except ViewError as exc:
-            check.view_rejects.append((view, exc.reason, exc.detail))
-    return check
-
-
-def apply_quality(check: ItemCheck, config: SyncdCurationConfig) -> None:
-    """Drop views that fail the optional score filters (in place)."""
-    item = check.item
-    if config.min_aesthetics is not None:
-        kept = []
-        for view in check.usable:
-            score = item.aesthetics_scores.get(Path(item.filenames[view]).stem)
-            if score is None or score < config.min_aesthetics:
-                detail = (
-                    "no aesthetics score" if score is None else f"aesthetics {score:.2f} < {config.min_aesthetics}"
-                )
-                check.view_rejects.append((view, "low-aesthetics", detail))
-            else:
-                kept.append(view)
-        check.usable = kept
-    if config.min_dino is not None:
-        scores = item.dino_scores or ()
-
-        def pair_ok(i: int, j: int) -> bool:
-            a, b = min(i, j), max(i, j)
-            value = scores[a][b] if a < len(scores) and b < len(scores[a]) else None
-            return value is not None and config.min_dino <= value <= config.max_dino
-
-        kept = [v for v in check.usable if any(pair_ok(v, w) for w in check.usable if w != v)]
-        for view in check.usable:
-            if view not in kept:
-                check.view_rejects.append((view, "low-dino", "in no view pair within the DINO score range"))
-        check.usable = kept
+        check_id(item.id)
+        for column in ("category", "category_description", "objaverse_id"):
+            check_text(getattr(item, column), column)
+        for view, (filename, prompt) in enumerate(zip(item.filenames, item.prompts, strict=True)):
+            check_text(filename, f"filenames[{view}]")
+            check_text(prompt, f"prompts[{view}]")
+    except RowProblem as exc:
+        return exc
+    return None
 
 
 def normalise_description(text: str) -> str:
@@ -198,7 +76,7 @@ def _reject(item: SyncdItem, reason: str, detail: str, view: int | None = None) 
     return {
         "stage": "curate",
         "table": "identities",
-        "id": item.id,
+        "id": item.id if 0 <= item.id <= MAX_ID else None,
         "view": None if view is None else view + 1,
         "source": f"{item.where}" + (f":{filename}" if filename else ""),
         "reason": reason,
@@ -221,12 +99,13 @@ def _write_syncd_shard(
 def curate_syncd(
     input_dir: str,
     out: str,
-    config: SyncdCurationConfig = SyncdCurationConfig(),
+    config: SyncdCurationConfig | None = None,
     workers: int = 1,
     force: bool = False,
     progress: bool = True,
 ) -> CurationSummary:
     """Curate a SynCD release folder into ``out/identities`` shards, ``out/rejects`` and a report."""
+    config = config or SyncdCurationConfig()
     start = time.perf_counter()
     items = read_metadata(input_dir, with_scores=config.uses_scores)
     stages: list[tuple[str, int]] = [("metadata items", len(items))]
@@ -235,12 +114,15 @@ def curate_syncd(
     seen: dict[int, SyncdItem] = {}
     survivors: list[SyncdItem] = []
     for item in items:
-        if item.id in seen:
+        problem = _item_problem(item)
+        if problem is not None:
+            rejects.append(_reject(item, problem.code, problem.detail))
+        elif item.id in seen:
             rejects.append(_reject(item, "duplicate-id", f"id {item.id} already used by {seen[item.id].where}"))
         else:
             seen[item.id] = item
             survivors.append(item)
-    stages.append(("unique ids", len(survivors)))
+    stages.append(("valid, unique ids", len(survivors)))
 
     rigid = [i for i in survivors if i.category == "rigid"]
     rejects += [_reject(i, "deformable", f"category {i.category!r}") for i in survivors if i.category != "rigid"]
@@ -254,7 +136,8 @@ def curate_syncd(
                 checks.append(check_fn(item))
                 bar.update(1)
         else:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
+            pool = ProcessPoolExecutor(max_workers=workers, initializer=die_with_parent, initargs=(os.getpid(),))
+            with pool:
                 checks = []
                 for check in pool.map(check_fn, rigid, chunksize=16):
                     checks.append(check)

@@ -28,6 +28,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from PIL import Image
 
+from nearid.common.weights import require_safetensors
 from nearid.evaluation.vlm_judge import JUDGE_PROMPT, Verdict, chat_prompt, parse_answer
 from nearid.model.release import is_release_dir
 
@@ -197,6 +198,7 @@ class EmbeddingScorer(Scorer):
     def _load(self) -> None:
         from transformers import AutoImageProcessor
 
+        require_safetensors(self.model)
         self._model = self._load_model(_torch_dtype(self.settings.dtype)).to(self.settings.device).eval()
         self._processor = AutoImageProcessor.from_pretrained(self.model, backend="pil")
 
@@ -232,7 +234,7 @@ class SiglipMapScorer(EmbeddingScorer):
     def _load_model(self, dtype: Any) -> Any:
         from transformers import SiglipVisionModel
 
-        return SiglipVisionModel.from_pretrained(self.model, dtype=dtype)
+        return SiglipVisionModel.from_pretrained(self.model, dtype=dtype, use_safetensors=True)
 
     def _features(self, pixel_values: Any) -> Any:
         return self._model(pixel_values=pixel_values).pooler_output
@@ -257,7 +259,7 @@ class ClipScorer(EmbeddingScorer):
     def _load_model(self, dtype: Any) -> Any:
         from transformers import CLIPVisionModelWithProjection
 
-        return CLIPVisionModelWithProjection.from_pretrained(self.model, dtype=dtype)
+        return CLIPVisionModelWithProjection.from_pretrained(self.model, dtype=dtype, use_safetensors=True)
 
     def _features(self, pixel_values: Any) -> Any:
         return self._model(pixel_values=pixel_values).image_embeds
@@ -273,7 +275,7 @@ class Dinov2Scorer(EmbeddingScorer):
     def _load_model(self, dtype: Any) -> Any:
         from transformers import Dinov2Model
 
-        return Dinov2Model.from_pretrained(self.model, dtype=dtype)
+        return Dinov2Model.from_pretrained(self.model, dtype=dtype, use_safetensors=True)
 
     def _features(self, pixel_values: Any) -> Any:
         return self._model(pixel_values=pixel_values).last_hidden_state[:, 0]
@@ -332,7 +334,10 @@ class VlmJudgeScorer(Scorer):
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
         token_id = tokenizer.convert_tokens_to_ids(self.image_token)
-        model = AutoModelForImageTextToText.from_pretrained(self.model, dtype=_torch_dtype(self.settings.dtype))
+        require_safetensors(self.model)
+        model = AutoModelForImageTextToText.from_pretrained(
+            self.model, dtype=_torch_dtype(self.settings.dtype), use_safetensors=True
+        )
         if token_id != getattr(model.config, "image_token_id", None):
             raise ValueError(
                 f"{self.model}: tokenizer id of {self.image_token} ({token_id}) differs from the model's "

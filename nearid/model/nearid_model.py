@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nearid.common.weights import require_safetensors
+
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +39,10 @@ class NearIDModel(nn.Module):
         """Load ``SiglipVisionModel`` from a hub id or folder and copy its MAP head as the trainable head."""
         from transformers import SiglipVisionModel
 
-        vision = SiglipVisionModel.from_pretrained(backbone, dtype=backbone_dtype, revision=revision)
+        require_safetensors(backbone)
+        vision = SiglipVisionModel.from_pretrained(
+            backbone, dtype=backbone_dtype, revision=revision, use_safetensors=True
+        )
         if getattr(vision, "head", None) is None:
             raise ValueError(f"{backbone} has no attention pooling head (vision_use_head is off)")
         head = copy.deepcopy(vision.head).float()

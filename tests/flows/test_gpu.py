@@ -237,18 +237,20 @@ ORPHAN = textwrap.dedent(
 )
 
 
-def test_a_child_that_outlives_its_parent_keeps_the_slot(tmp_path: Path) -> None:
+def test_a_child_dies_with_its_parent_and_frees_the_slot(tmp_path: Path) -> None:
+    """A killed worker takes its generator child along (parent-death signal), so no orphan keeps writing or holds
+    the GPU, and the slot is free again."""
     lock_dir, pid_file = tmp_path / "slots", tmp_path / "child.pid"
     parent = subprocess.Popen([sys.executable, "-c", ORPHAN, str(lock_dir), str(pid_file)])
     child = 0
     try:
         _wait_for(lambda: pid_file.exists() and pid_file.read_text(), 30, "the child to start")
         child = int(pid_file.read_text())
+        pool = SlotPool([None], lock_dir)
+        assert pool.try_acquire() is None  # held while the child runs
         parent.send_signal(signal.SIGKILL)
         parent.wait(timeout=10)
-        pool = SlotPool([None], lock_dir)
-        assert _alive(child) and pool.try_acquire() is None  # the GPU is still in use: nobody else gets it
-        os.kill(child, signal.SIGKILL)
+        _wait_for(lambda: not _alive(child), 10, "the child to die with its parent")
         _wait_for(lambda: pool.try_acquire() is not None, 10, "the slot to be released")
     finally:
         parent.kill()

@@ -12,7 +12,8 @@ from nearid.cli import main
 from nearid.common.procedural import ProceduralConfig, plan_identities, render_identity
 from storage import TableReader
 from storage.codecs import encode_mask, encode_png
-from storage.official import OfficialLayoutError, config_name_for, export_official, import_official, read_split_files
+from storage.official import OfficialLayoutError, config_name_for, export_official, read_split_files
+from storage.official_import import import_official
 
 
 def build_official(folder: Path, n: int = 9) -> dict:

@@ -33,7 +33,7 @@ from nearid.evaluation.images import (
 )
 from nearid.evaluation.metrics import SOURCE_GROUPS, SOURCES, Discrimination, discrimination, pool
 from nearid.evaluation.projection import DEFAULT_GAMMA, kernel_pca
-from storage.codecs import decode_mask, decode_rgb
+from storage.codecs import DecodeError, decode_mask, decode_rgb
 from storage.fs import join, resolve
 from storage.manifest import load_manifest
 
@@ -256,11 +256,15 @@ class NearIDBenchmark:
     def load(self, image: ImageId) -> Image.Image:
         """Decode one scorer input (masked for the foreground condition)."""
         place, mask = self._where[image]
-        if self._decoded is None or self._decoded[0] != place:
-            self._decoded = (place, decode_rgb(self._row(place)[place.column]["bytes"]))
-        picture = self._decoded[1]
-        if image[0] == "foreground":
-            picture = apply_foreground(picture, decode_mask(mask))
+        try:
+            if self._decoded is None or self._decoded[0] != place:
+                self._decoded = (place, decode_rgb(self._row(place)[place.column]["bytes"]))
+            picture = self._decoded[1]
+            if image[0] == "foreground":
+                picture = apply_foreground(picture, decode_mask(mask))
+        except DecodeError as exc:
+            shard = self._shards[place.table][place.shard].path
+            raise DecodeError(f"{place.table} {shard} id={place.id} {place.column}: {exc}") from exc
         return picture
 
     def fetch_images(self, wanted: set[ImageId]) -> Iterator[tuple[ImageId, Image.Image]]:
