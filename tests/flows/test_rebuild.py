@@ -101,24 +101,21 @@ def corrupt_in_place(shard: Path) -> None:
     shard.write_bytes(bytes(data))
 
 
-def test_rebuild_fails_with_the_problems_and_publishes_nothing(prefect_api, dataset_copy: str, tmp_path: Path) -> None:
+def rebuild_null(root: str, tmp_path: Path, **options: object) -> object:
+    """Rebuild ``root`` (the procedural fixture's curation) with the ``null`` configuration."""
     from flows.rebuild import rebuild_dataset
 
+    curation = {"identities": 12, "image_size": 64, "seed": 3, "shard_size": 5}
+    slots = str(tmp_path / "slots")
+    return rebuild_dataset(root=root, configurations=["null"], overrides=FAST, slot_dir=slots, **curation, **options)
+
+
+def test_rebuild_fails_with_the_problems_and_publishes_nothing(prefect_api, dataset_copy: str, tmp_path: Path) -> None:
     generate_distractors(dataset_copy, ["null", "procedural"], overrides=FAST, progress=False)
     before = publish_version(dataset_copy)["version"]
     # a table this rebuild does not regenerate is damaged: validation fails and no version is published
     corrupt_in_place(Path(dataset_copy) / "distractors" / "procedural" / "shard-00001.parquet")
-    state = rebuild_dataset(
-        root=dataset_copy,
-        configurations=["null"],
-        identities=12,
-        image_size=64,
-        seed=3,
-        shard_size=5,
-        overrides=FAST,
-        slot_dir=str(tmp_path / "slots"),
-        return_state=True,
-    )
+    state = rebuild_null(dataset_copy, tmp_path, return_state=True)
     assert state.is_failed()
     with pytest.raises(
         Exception, match=r"validation errors:\n.*\[checksum-mismatch\] distractors/procedural/shard-00001"
@@ -130,20 +127,9 @@ def test_rebuild_fails_with_the_problems_and_publishes_nothing(prefect_api, data
 def test_rebuild_heals_a_damaged_shard_of_a_table_it_regenerates(
     prefect_api, dataset_copy: str, tmp_path: Path
 ) -> None:
-    from flows.rebuild import rebuild_dataset
-
     generate_distractors(dataset_copy, ["null"], overrides=FAST, progress=False)
     committed = load_manifest(dataset_copy).shards["distractors/null/shard-00001.parquet"].sha256
     corrupt_in_place(Path(dataset_copy) / "distractors" / "null" / "shard-00001.parquet")
-    result = rebuild_dataset(
-        root=dataset_copy,
-        configurations=["null"],
-        identities=12,
-        image_size=64,
-        seed=3,
-        shard_size=5,
-        overrides=FAST,
-        slot_dir=str(tmp_path / "slots"),
-    )
+    result = rebuild_null(dataset_copy, tmp_path)
     assert result["generated"]["shards_written"] == 1 and result["validation"]["errors"] == 0
     assert load_manifest(dataset_copy).shards["distractors/null/shard-00001.parquet"].sha256 == committed

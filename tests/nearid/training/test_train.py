@@ -90,22 +90,17 @@ def test_split_leak_is_refused() -> None:
         check_splits({1: "train", 3: "val"}, [1, 3])
 
 
+def data_config(train_data: Path, **changes: object) -> DataConfig:
+    """The test data without role-aware masking (unless ``changes`` turn it on), read by the main process."""
+    fields = {"anchor_mask_prob": 0, "positive_mask_prob": 0, "distractor_mask_prob": 0, "num_workers": 0}
+    root, cache = str(train_data / "data"), str(train_data / "cache")
+    return DataConfig(root=root, sources=("procedural",), cache_dir=cache, **{**fields, **changes})
+
+
 def test_tuples(train_data: Path) -> None:
     from storage import TableReader
 
-    plain = DataConfig(
-        root=str(train_data / "data"),
-        sources=("procedural",),
-        mtg=str(train_data / "mtg"),
-        anchor_mask_prob=0,
-        positive_mask_prob=0,
-        distractor_mask_prob=0,
-        flip_prob=0,
-        jitter_prob=0,
-        affine_prob=0,
-        num_workers=0,
-        cache_dir=str(train_data / "cache"),
-    )
+    plain = data_config(train_data, mtg=str(train_data / "mtg"), flip_prob=0, jitter_prob=0, affine_prob=0)
     dataset = TupleDataset(plain)
     identities = [r for r in TableReader(str(train_data / "data"), "identities").iter_rows() if r["split"] == "train"]
     assert len(dataset) == len(identities) + 6 * 4  # MTG train rows mixed in x4
@@ -137,16 +132,7 @@ def test_tuples(train_data: Path) -> None:
 
 
 def test_masking_and_augmentation_are_drawn_per_slot(train_data: Path) -> None:
-    config = DataConfig(
-        root=str(train_data / "data"),
-        sources=("procedural",),
-        anchor_mask_prob=1,
-        positive_mask_prob=0,
-        distractor_mask_prob=0,
-        jitter_prob=1,
-        num_workers=0,
-        cache_dir=str(train_data / "cache"),
-    )
+    config = data_config(train_data, anchor_mask_prob=1, jitter_prob=1)
     item = TupleDataset(config)[0]
     anchor = item["images"][0].numpy()
     assert (anchor == 0).all(axis=2).mean() > 0.3  # the anchor's background is black, the others are untouched
