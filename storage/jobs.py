@@ -65,8 +65,8 @@ def run_shard_jobs(
 
     def commit(result: ShardEntry | list[ShardEntry]) -> None:
         entries = result if isinstance(result, list) else [result]
-        plan = None if planned[0] else (table, full_plan)  # the plan arrives with the run's first shard
-        commit_shards(root, entries, since=since, plan=plan)
+        plans = None if planned[0] else {table: full_plan}  # the plan arrives with the run's first shard
+        commit_shards(root, entries, since=since, plans=plans)
         planned[0] = True
 
     with tqdm(total=len(todo), desc=f"write {table}", unit="shard", disable=not progress) as bar:

@@ -20,7 +20,7 @@ import dataclasses
 import json
 import os
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -271,14 +271,14 @@ def commit_shards(
     since: int | None = None,
     version: str | None = None,
     drop: Iterable[str] = (),
-    plan: tuple[str, dict[str, str]] | None = None,
+    plans: Mapping[str, Mapping[str, str]] | None = None,
 ) -> Manifest:
     """Publish staged shards in one atomic manifest update; return the new manifest.
 
     ``since`` is the generation the writer planned at: an entry that another writer committed after it wins,
     and this writer's staged copy is discarded when it holds the same configuration (the same work, done twice),
     or the commit fails with :class:`ConcurrentCommitError` when it does not. ``drop`` removes entries in the
-    same update (a table that shrank); ``plan`` (producer, {path: config hash}) records the run's plan with it.
+    same update (a table that shrank); ``plans`` ({producer: {path: config hash}}) records the run's plans with it.
     """
     entries = list(entries)
     fs, base = resolve(root)
@@ -312,8 +312,8 @@ def commit_shards(
             )
         for path in drop:
             manifest.shards.pop(path, None)
-        if plan is not None:
-            manifest.plans[plan[0]] = dict(plan[1])
+        for producer, plan in (plans or {}).items():
+            manifest.plans[producer] = dict(plan)
         if version is not None:
             manifest.version = version
         save_manifest(root, manifest)

@@ -164,12 +164,12 @@ def import_official(
     rejects = [reject for item in imported for reject in item.rejects]
     identity_paths = [shard_path("identities", k) for k in range(math.ceil(len(kept) / shard_size))]
     rejects_path = shard_path("rejects", 0, prefix="import")
-    plan = dict.fromkeys([*identity_paths, rejects_path], digest)
+    plans = {"identities": dict.fromkeys([*identity_paths, rejects_path], digest)}
     tables = {name: distractors_table(name) for name in distractors or {}}
     sources = {name: load_official(folder) for name, folder in (distractors or {}).items()}
     for name, ds in sources.items():
         _check_alignment(ds, pos, distractors[name])
-        plan |= dict.fromkeys(_distractor_paths(tables[name], len(kept), shard_size), digest)
+        plans[tables[name]] = dict.fromkeys(_distractor_paths(tables[name], len(kept), shard_size), digest)
     since = load_manifest(out, missing_ok=True).generation
 
     staged: list[ShardEntry] = []
@@ -187,7 +187,7 @@ def import_official(
         for reject in rejects:
             writer.write(reject)
     staged.append(writer.entry)
-    commit_shards(out, staged, since=since, plan=("identities", plan))
+    commit_shards(out, staged, since=since, plans=plans)
     summary.rejected = len(rejects)
     return summary
 
