@@ -8,7 +8,6 @@ not) and counted in the summary.
 from __future__ import annotations
 
 import io
-import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from PIL import Image
 
 from storage.checks import MAX_ID, RowProblem, check_id, check_number, check_split, check_text, check_view, open_image
 from storage.codecs import encode_mask, encode_png
+from storage.fs import join, remove_dead_temps, resolve
 from storage.manifest import ShardEntry, commit_shards, load_manifest
 from storage.official import OfficialLayoutError, load_official, read_split_files
 from storage.schemas import MAX_VIEWS, distractors_table
@@ -133,7 +133,7 @@ def import_official(
     Every row goes through the checks curation applies (ids, splits, text, numbers, views and masks); a refused
     view or row is a reject with its reason. A view that is refused takes its distractors along, and the views
     left keep their distractors (distractor k stays in the background of view k). The whole import is one
-    plan and one commit: the root shows all of it or, after a failure, an unfinished plan.
+    commit (with its plans): the root shows all of it or, after a failure, nothing of it.
     """
     from nearid.common.hashing import config_hash
     from nearid.common.splits import assign_splits, default_split_sizes
@@ -155,45 +155,67 @@ def import_official(
         by_row = {row: by_id.get(i) for row, i in enumerate(pos["id"])}
     digest = config_hash({"positives": str(positives), "rows": len(pos), "splits": str(split_dir)})
 
-    seen: set[int] = set()
-    imported: list[_Imported] = [
-        _import_row(pos[row_no], row_no, by_row.get(row_no), str(positives), seen, summary)
-        for row_no in range(len(pos))
-    ]
-    kept = [item for item in imported if item.row is not None]
-    rejects = [reject for item in imported for reject in item.rejects]
-    identity_paths = [shard_path("identities", k) for k in range(math.ceil(len(kept) / shard_size))]
-    rejects_path = shard_path("rejects", 0, prefix="import")
-    plans = {"identities": dict.fromkeys([*identity_paths, rejects_path], digest)}
-    tables = {name: distractors_table(name) for name in distractors or {}}
+    fs, base = resolve(out)
+    for folder in ("identities", "rejects", *(distractors_table(name) for name in distractors or {})):
+        remove_dead_temps(fs, join(base, folder))
     sources = {name: load_official(folder) for name, folder in (distractors or {}).items()}
     for name, ds in sources.items():
         _check_alignment(ds, pos, distractors[name])
-        plans[tables[name]] = dict.fromkeys(_distractor_paths(tables[name], len(kept), shard_size), digest)
     since = load_manifest(out, missing_ok=True).generation
 
+    # one pass over the positives, shards staged as they fill: only ids and kept slots stay in memory
+    seen: set[int] = set()
+    kept: list[_Kept] = []
+    rejects: list[dict] = []
     staged: list[ShardEntry] = []
-    for k, chunk in enumerate(_chunks(len(kept), shard_size)):
-        with ShardWriter(out, "identities", identity_paths[k], digest) as writer:
-            for index in chunk:
-                writer.write(kept[index].row)
-        staged.append(writer.close(stats={"rows_in": len(chunk), "rejected": 0}))
-        summary.identities += len(chunk)
+    writer: ShardWriter | None = None
+    try:
+        for row_no in range(len(pos)):
+            item = _import_row(pos[row_no], row_no, by_row.get(row_no), str(positives), seen, summary)
+            rejects += item.rejects
+            if item.row is None:
+                continue
+            if writer is None:
+                writer = ShardWriter(out, "identities", shard_path("identities", len(staged)), digest)
+            writer.write(item.row)
+            kept.append(_Kept(row_no, item.row["id"], item.kept_slots))
+            if writer.rows == shard_size:
+                staged.append(writer.close(stats={"rows_in": shard_size, "rejected": 0}))
+                writer = None
+        if writer is not None:
+            staged.append(writer.close(stats={"rows_in": writer.rows, "rejected": 0}))
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    summary.identities = len(kept)
+    plans = {"identities": {entry.path: digest for entry in staged}}
     for name, ds in sources.items():
-        entries, written = _import_distractors(ds, out, name, tables[name], imported, shard_size, digest, summary)
+        table = distractors_table(name)
+        entries, written = _import_distractors(ds, out, name, table, kept, shard_size, digest, summary)
         staged += entries
+        plans[table] = {entry.path: digest for entry in entries}
         summary.distractors[name] = written
-    with ShardWriter(out, "rejects", rejects_path, digest) as writer:
+    rejects_path = shard_path("rejects", 0, prefix="import")
+    with ShardWriter(out, "rejects", rejects_path, digest) as rejects_writer:
         for reject in rejects:
-            writer.write(reject)
-    staged.append(writer.entry)
-    commit_shards(out, staged, since=since, plans=plans)
+            rejects_writer.write(reject)
+    staged.append(rejects_writer.entry)
+    plans["identities"][rejects_path] = digest
+    manifest = load_manifest(out, missing_ok=True)
+    outdated = [e.path for table in plans for e in manifest.table(table) if e.path not in plans[table]]
+    commit_shards(out, staged, since=since, plans=plans, drop=outdated)
     summary.rejected = len(rejects)
     return summary
 
 
-def _distractor_paths(table: str, kept: int, shard_size: int) -> list[str]:
-    return [shard_path(table, k) for k in range(math.ceil(kept / shard_size))]
+@dataclass(frozen=True)
+class _Kept:
+    """What the distractor pass needs of a kept positives row."""
+
+    row_no: int
+    id: int
+    slots: list[int]
 
 
 def _check_alignment(ds: Any, pos: Any, folder: str | Path) -> None:
@@ -210,28 +232,26 @@ def _import_distractors(
     out: str,
     name: str,
     table: str,
-    imported: list[_Imported],
+    kept: list[_Kept],
     shard_size: int,
     digest: str,
     summary: ImportSummary,
 ) -> tuple[list[ShardEntry], int]:
     """One distractor source, row-aligned with the positives: only rows and views the import kept, each
     distractor moved with its view; an unreadable distractor is left out of its slot."""
-    rows = [(row_no, item) for row_no, item in enumerate(imported) if item.row is not None]
     entries, written = [], 0
-    for k, chunk in enumerate(_chunks(len(rows), shard_size)):
+    for k, chunk in enumerate(_chunks(len(kept), shard_size)):
         with ShardWriter(out, table, shard_path(table, k), digest) as writer:
             for index in chunk:
-                row_no, item = rows[index]
-                theirs = ds[row_no]
-                out_row: dict[str, Any] = {"id": item.row["id"], "config": name, "family": "imported"}
-                for new_slot, slot in enumerate(item.kept_slots, start=1):
+                row = kept[index]
+                theirs = ds[row.row_no]
+                out_row: dict[str, Any] = {"id": row.id, "config": name, "family": "imported"}
+                for new_slot, slot in enumerate(row.slots, start=1):
                     data = (theirs.get(f"nimg{slot}") or {}).get("bytes")
                     if data is None:
                         continue
                     try:
-                        image = open_image(data)
-                        rgb = np.asarray(image.convert("RGB"))
+                        rgb = np.asarray(open_image(data).convert("RGB"))
                     except (RowProblem, OSError, ValueError):
                         continue
                     out_row[f"nimg{new_slot}"] = _png_image(data, rgb, summary)

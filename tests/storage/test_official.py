@@ -151,6 +151,8 @@ def test_misaligned_distractors_are_refused(tmp_path: Path) -> None:
     short.save_to_disk(str(tmp_path / "short"))
     with pytest.raises(OfficialLayoutError, match="not row-aligned"):
         import_official(official / "NearID", str(tmp_path / "root2"), {"flux-fill-512": tmp_path / "short"})
+    for root in ("root", "root2"):  # refused before anything was written
+        assert not (tmp_path / root / "manifest.json").exists()
 
 
 @pytest.mark.parametrize(
