@@ -32,6 +32,7 @@ from nearid.common.logs import setup_logging  # noqa: E402
 from nearid.common.procedural import ProceduralConfig  # noqa: E402
 from nearid.curation.procedural import curate_procedural  # noqa: E402
 from nearid.model.nearid_model import NearIDModel  # noqa: E402
+from nearid.offline.tiny_encoders import save_siglip_tower  # noqa: E402
 from nearid.training.augment import apply_augment  # noqa: E402
 from nearid.training.config import DataConfig  # noqa: E402
 from nearid.training.data import TupleDataset, collate_tuples  # noqa: E402
@@ -53,31 +54,6 @@ def backbone_flops_per_image(config) -> float:
     return config.num_hidden_layers * per_layer + patch
 
 
-def build_backbone(folder: Path, smoke: bool) -> str:
-    from transformers import SiglipImageProcessorPil, SiglipVisionConfig, SiglipVisionModel
-
-    if smoke:
-        from nearid.offline.tiny_encoders import tiny_siglip
-
-        model, processor = tiny_siglip()
-    else:  # google/siglip2-so400m-patch14-384 shapes
-        config = SiglipVisionConfig(
-            hidden_size=1152,
-            intermediate_size=4304,
-            num_hidden_layers=27,
-            num_attention_heads=16,
-            image_size=384,
-            patch_size=14,
-            vision_use_head=True,
-        )
-        with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
-            model = SiglipVisionModel(config).to(torch.bfloat16).eval()
-        processor = SiglipImageProcessorPil(size={"height": 384, "width": 384}, resample=3)
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return str(folder)
-
-
 def main() -> None:
     setup_logging(-1)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -95,8 +71,8 @@ def main() -> None:
     try:
         # 1. the backbone alone
         start = time.perf_counter()
-        folder = build_backbone(work / "backbone", args.smoke)
         dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+        folder = save_siglip_tower(work / "backbone", "tiny" if args.smoke else "so400m", str(device), dtype)
         model = NearIDModel.from_pretrained(folder, dtype)
         model.backbone.to(device)
         model.head.to(device)

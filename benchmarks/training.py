@@ -33,6 +33,7 @@ from nearid.common.logs import setup_logging  # noqa: E402
 from nearid.common.procedural import ProceduralConfig  # noqa: E402
 from nearid.curation.procedural import curate_procedural  # noqa: E402
 from nearid.model.nearid_model import NearIDModel  # noqa: E402
+from nearid.offline.tiny_encoders import save_siglip_tower  # noqa: E402
 from nearid.training.augment import apply_augment  # noqa: E402
 from nearid.training.config import DataConfig  # noqa: E402
 from nearid.training.data import SLOTS, TupleDataset, collate_tuples  # noqa: E402
@@ -40,29 +41,6 @@ from nearid.training.losses import LossInputs, nearid_loss  # noqa: E402
 from nearid.training.pixels import PixelSpec, normalise, to_unit  # noqa: E402
 from nearid.training.train import embed_slots  # noqa: E402
 from storage.codecs import decode_rgb  # noqa: E402
-
-
-def build_backbone(size: str, folder: Path) -> str:
-    from transformers import SiglipImageProcessorPil, SiglipVisionConfig, SiglipVisionModel
-
-    if size == "tiny":
-        from nearid.offline.tiny_encoders import tiny_siglip
-
-        model, processor = tiny_siglip()
-    else:
-        config = SiglipVisionConfig(
-            image_size=224,
-            patch_size=16,
-            hidden_size=768,
-            intermediate_size=3072,
-            num_hidden_layers=12,
-            num_attention_heads=12,
-        )
-        model = SiglipVisionModel(config).eval()
-        processor = SiglipImageProcessorPil(size={"height": 224, "width": 224})
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return str(folder)
 
 
 def make_dataset(folder: Path, identities: int, image_size: int) -> str:
@@ -123,7 +101,7 @@ def training_steps(args: argparse.Namespace, work: Path) -> None:
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     root = make_dataset(work / "d256", args.batch * (args.steps + 2) + 40, 256)
-    backbone = build_backbone(args.size, work / "backbone")
+    backbone = save_siglip_tower(work / "backbone", args.size)
     spec = PixelSpec.from_processor(AutoImageProcessor.from_pretrained(backbone))
     model = NearIDModel.from_pretrained(backbone)
     dataset = TupleDataset(

@@ -137,18 +137,17 @@ class _ShardGenerator:
             for view in range(1, MAX_VIEWS + 1):
                 if row[f"images{view}"] is None:
                     continue
-                cells = {"image": row[f"images{view}"], "mask": row[f"masks{view}"]}
+                cells = {"id": row["id"], f"images{view}": row[f"images{view}"], f"masks{view}": row[f"masks{view}"]}
                 try:  # one broken view is a reject naming its shard, id and column, not the end of the shard
-                    image = reader.decode_row({"id": row["id"], f"images{view}": cells["image"]}, identities.path)
-                    mask = reader.decode_row({"id": row["id"], f"masks{view}": cells["mask"]}, identities.path)
+                    view_cells = reader.decode_row(cells, identities.path)
                 except DecodeError as exc:
                     rejects.append(self._reject_view(row["id"], view, "input-undecodable", str(exc)))
                     continue
                 request = InpaintRequest(
                     identity_id=row["id"],
                     view=view,
-                    image=image[f"images{view}"],
-                    mask=mask.get(f"masks{view}"),
+                    image=view_cells[f"images{view}"],
+                    mask=view_cells[f"masks{view}"],
                     prompt=self.book.prompt(row["id"]),
                     seed=derive_seed(config.name, row["id"], view),
                 )

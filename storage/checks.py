@@ -99,9 +99,9 @@ def _load(image: Image.Image, what: str) -> Image.Image:
     return image
 
 
-def check_view(image_data: Any, mask_data: Any) -> tuple[np.ndarray, np.ndarray]:
-    """An RGB view and its boolean mask, or the reason they cannot be used: undecodable, too large, not opaque
-    colour, mask missing, of another size or empty."""
+def open_view(image_data: Any, mask_data: Any) -> tuple[Image.Image, Image.Image]:
+    """A view and its mask opened from their headers: missing, undecodable, too large or of another size is
+    refused before a pixel is decoded."""
     image = open_image(image_data, "image")
     if mask_data is None:
         raise RowProblem("mask-missing", "the view has no mask")
@@ -110,16 +110,34 @@ def check_view(image_data: Any, mask_data: Any) -> tuple[np.ndarray, np.ndarray]
         raise RowProblem(
             "mask-size-mismatch", f"mask is {mask.size[0]}x{mask.size[1]}, view is {image.size[0]}x{image.size[1]}"
         )
+    return image, mask
+
+
+def opaque_rgb(image: Image.Image) -> np.ndarray:
+    """The pixels of an opaque colour view: greyscale is refused (no colour, no identity), CMYK too (converting
+    without colour management would change colours silently), and so are transparent pixels; palette and fully
+    opaque RGBA images are converted losslessly."""
     image = _load(image, "image")
-    if image.mode in ("L", "LA", "1", "I", "I;16", "F", "CMYK"):
-        raise RowProblem("image-not-rgb", f"the view is {image.mode}; a view is an RGB image")
+    if image.mode in ("L", "LA", "1", "I", "I;16", "F"):
+        raise RowProblem("greyscale-image", f"the view is {image.mode}: a view must show the object's colour")
+    if image.mode == "CMYK":
+        raise RowProblem("cmyk-image", "the view is CMYK: convert it to RGB with a colour-managed tool")
     if image.mode in ("RGBA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        if np.asarray(image.convert("RGBA"))[..., 3].min() < 255:
+        image = image.convert("RGBA")
+        if np.asarray(image)[..., 3].min() < 255:
             raise RowProblem("transparent-image", "the view has transparent pixels")
+    return np.asarray(image.convert("RGB"))
+
+
+def check_view(image_data: Any, mask_data: Any) -> tuple[np.ndarray, np.ndarray]:
+    """An RGB view and its boolean mask, or the reason they cannot be used (:func:`open_view`,
+    :func:`opaque_rgb`, and a mask with no foreground)."""
+    image, mask = open_view(image_data, mask_data)
+    rgb = opaque_rgb(image)
     binary = np.asarray(_load(mask, "mask").convert("L")) > 127
     if not binary.any():
         raise RowProblem("mask-empty", "the mask has no foreground pixel")
-    return np.asarray(image.convert("RGB")), binary
+    return rgb, binary
 
 
 def _shown(value: Any) -> str:

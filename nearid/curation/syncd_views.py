@@ -12,7 +12,7 @@ import numpy as np
 
 from nearid.common.masks import clean_mask
 from nearid.common.splits import SPLIT_SALT
-from storage.checks import RowProblem, open_image
+from storage.checks import RowProblem, opaque_rgb, open_view
 from storage.syncd import MAX_SOURCE_VIEWS, SyncdItem, UnsafePathError, view_paths
 
 
@@ -67,29 +67,10 @@ def load_view(input_dir: str, filename: str, config: SyncdCurationConfig) -> tup
     if not mask_path.is_file():
         raise ViewError("mask-missing", f"masks/{mask_path.name} does not exist")
     try:  # headers first: sizes are checked before a pixel is decoded
-        image = open_image(image_path.read_bytes(), "image")
-        raw_mask = open_image(mask_path.read_bytes(), "mask")
+        image, raw_mask = open_view(image_path.read_bytes(), mask_path.read_bytes())
+        rgb = opaque_rgb(image)
     except RowProblem as exc:
         raise ViewError(exc.code, f"{image_path.name}: {exc.detail}") from exc
-    if raw_mask.size != image.size:
-        raise ViewError(
-            "mask-size-mismatch",
-            f"mask is {raw_mask.size[0]}x{raw_mask.size[1]}, view is {image.size[0]}x{image.size[1]}",
-        )
-    try:
-        image.load()
-    except Exception as exc:  # PIL raises many types for broken files
-        raise ViewError("image-undecodable", f"{image_path.name}: {exc}") from exc
-    if image.mode in ("L", "LA", "1", "I", "I;16", "F"):
-        raise ViewError("greyscale-image", f"{image_path.name} is {image.mode}: a view must show the object's colour")
-    if image.mode == "CMYK":
-        raise ViewError("cmyk-image", f"{image_path.name} is CMYK: convert it to RGB with a colour-managed tool")
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        if np.asarray(rgba)[..., 3].min() < 255:
-            raise ViewError("transparent-image", f"{image_path.name} has transparent pixels")
-        image = rgba
-    rgb = np.asarray(image.convert("RGB"))
     try:
         raw_mask.load()
     except Exception as exc:

@@ -52,6 +52,49 @@ def tiny_siglip(seed: int = 0) -> tuple[Any, Any]:
     return SiglipModel(config).eval(), processor
 
 
+SIGLIP_TOWERS: dict[str, dict[str, int]] = {
+    "base": {
+        "hidden_size": 768,
+        "intermediate_size": 3072,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 12,
+        "image_size": 224,
+        "patch_size": 16,
+    },
+    "so400m": {
+        "hidden_size": 1152,
+        "intermediate_size": 4304,
+        "num_hidden_layers": 27,
+        "num_attention_heads": 16,
+        "image_size": 384,
+        "patch_size": 14,
+    },
+}
+"""Real-size SigLIP vision towers for benchmarks: ViT-B/16 at 224 px and google/siglip2-so400m-patch14-384."""
+
+
+def save_siglip_tower(
+    folder: Path, size: str = "tiny", device: str | None = None, dtype: torch.dtype | None = None
+) -> str:
+    """Save a random-weight SigLIP vision tower with its MAP head and image processor into ``folder``: the tiny
+    test model, or a real-size one (``SIGLIP_TOWERS``) whose timings, not outputs, are real."""
+    from transformers import SiglipImageProcessorPil, SiglipVisionConfig, SiglipVisionModel
+
+    if size == "tiny":
+        model, processor = tiny_siglip()
+    elif size in SIGLIP_TOWERS:
+        shape = SIGLIP_TOWERS[size]
+        with torch.device(device or "cpu"):
+            model = SiglipVisionModel(SiglipVisionConfig(**shape, vision_use_head=True)).to(dtype).eval()
+        side = shape["image_size"]
+        processor = SiglipImageProcessorPil(size={"height": side, "width": side}, resample=3)
+    else:
+        raise ValueError(f"unknown tower size {size!r}; valid: tiny, {', '.join(SIGLIP_TOWERS)}")
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return str(folder)
+
+
 def tiny_clip(seed: int = 0) -> tuple[Any, Any]:
     """A CLIPModel (ViT vision tower with projection, tiny text tower) and its image processor."""
     from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from nearid.cli import main
-from storage import load_manifest
+from storage import TableReader, load_manifest
 from tests.bad_input.helpers import errors_of, run_cli
 
 
@@ -45,6 +45,25 @@ def test_generate_override_refused(
 
 
 # -- validate: damaged roots -----------------------------------------------------------------------------------
+
+
+def test_generate_rejects_an_undecodable_view_naming_shard_and_id(dataset_copy: str) -> None:
+    from storage import ShardWriter, commit_shards
+
+    entry = load_manifest(dataset_copy).table("identities")[0]
+    rows = list(TableReader(dataset_copy, "identities").iter_rows(decode=False, shards=[entry]))
+    rows[1]["images2"] = {"bytes": rows[1]["images2"]["bytes"][:300], "path": None}  # a truncated PNG
+    with ShardWriter(dataset_copy, "identities", entry.path, entry.config_hash) as writer:
+        for row in rows:
+            writer.write(row)
+    commit_shards(dataset_copy, [writer.entry])
+    args = ["generate", "--data", dataset_copy, "--config", "procedural", "--set", "resolution=64", "--no-progress"]
+    assert run_cli(args) == 0
+    rejects = [r for r in TableReader(dataset_copy, "rejects").iter_rows() if r["stage"] == "generate"]
+    assert [(r["reason"], r["id"], r["view"]) for r in rejects] == [("input-undecodable", rows[1]["id"], 2)]
+    assert f"{entry.path} id={rows[1]['id']} images2" in rejects[0]["detail"]
+    stats = load_manifest(dataset_copy).shards["distractors/procedural/shard-00000.parquet"].stats
+    assert stats["images_in"] == stats["images_written"] + stats["images_rejected"] and stats["images_rejected"] == 1
 
 
 def _damage(root: Path, how: str) -> None:

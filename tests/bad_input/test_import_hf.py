@@ -36,7 +36,7 @@ IMPORT_CASES = {
     "mask of another size": ("too-few-views", "mask-size-mismatch"),
     "empty mask": ("too-few-views", "mask-empty"),
     "translucent view": ("too-few-views", "transparent-image"),
-    "greyscale view": ("too-few-views", "image-not-rgb"),
+    "greyscale view": ("too-few-views", "greyscale-image"),
     "missing mask": ("too-few-views", "mask-missing"),
     "13000x13000 PNG header": ("too-few-views", "image-too-large"),
     "one view only": ("too-few-views", None),
@@ -115,7 +115,12 @@ def import_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
             **{f"prompts{k}": datasets.Value("string") for k in (1, 2, 3)},
         }
     )
-    datasets.Dataset.from_list(rows, features=features).save_to_disk(str(base / "NearID"))
+    # the hub's file layout: data/train-XXXXX-of-XXXXX.parquet, as a snapshot of the dataset repo has it
+    (base / "NearID" / "data").mkdir(parents=True)
+    dataset = datasets.Dataset.from_list(rows, features=features)
+    half = len(rows) // 2
+    for k, part in enumerate((range(half), range(half, len(rows)))):
+        dataset.select(part).to_parquet(str(base / "NearID" / "data" / f"train-{k:05d}-of-00002.parquet"))
     out = str(base / "root")
     code = main(["import-hf", str(base / "NearID"), "--out", out])
     by_position: dict[int, list[dict]] = {}

@@ -14,7 +14,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from storage import load_manifest
+from storage import TableReader, load_manifest
+from storage.fs import resolve, sha256_file
 from storage.validate import validate
 
 
@@ -151,7 +152,14 @@ def test_killed_curation_resumes_to_the_same_bytes(tmp_path: Path, committed: in
     killed, clean = str(tmp_path / "killed"), str(tmp_path / "clean")
     curate = "curate --source procedural --identities 120 --image-size 192 --shard-size 8 --no-progress".split()
     run_and_kill([*curate, "--out", killed], killed, "identities", committed)
+    shards = load_manifest(killed).table("identities")
+    assert committed <= len(shards) < 15
+    fs, base = resolve(killed)
+    assert all(sha256_file(fs, f"{base}/{entry.path}") == entry.sha256 for entry in shards)  # listed = whole
     nearid(*curate, "--out", killed)
     nearid(*curate, "--out", clean)
     assert shard_digests(killed) == shard_digests(clean)
+    resumed = load_manifest(killed)
+    assert len(resumed.table("identities")) == 15 and len(resumed.table("rejects")) == 1
+    assert len(TableReader(killed, "identities")) == 120
     assert errors(killed) == []
