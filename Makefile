@@ -7,17 +7,22 @@ BIN := $(VENV)/bin
 # torch first, pinned: on CPU machines this resolves to the local CPU wheel instead of gigabytes of CUDA
 # packages. On a GPU machine set TORCH_SPEC to the build you want, e.g. make demo TORCH_SPEC="torch==2.13.0".
 TORCH_SPEC ?= torch==2.13.0
+# every other package at the exact version in the lock file (refresh it with `make lock`)
+LOCK := requirements.lock
 DEMO_OUT ?= runs/demo
+# one stamp per torch spec: changing TORCH_SPEC reinstalls torch into an existing .venv
+STAMP := $(VENV)/.installed-$(shell printf '%s' '$(TORCH_SPEC)' | cksum | cut -d' ' -f1)
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench lock clean
 
-install: $(VENV)/.installed
+install: $(STAMP)
 
-$(VENV)/.installed: pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@rm -f $(VENV)/.installed*
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -c $(LOCK) -e ".[dev]"
 	@touch $@
 
 demo: install
@@ -33,5 +38,15 @@ test: lint
 bench: install
 	$(BIN)/python benchmarks/storage.py
 
+# a fresh environment resolves the newest versions pyproject.toml allows; run the suite before committing the result
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install --quiet --upgrade pip
+	.lock-venv/bin/python -m pip install --quiet "$(TORCH_SPEC)"
+	.lock-venv/bin/python -m pip install --quiet ".[dev]"
+	{ sed -n '1,2p' $(LOCK); .lock-venv/bin/python -m pip freeze --exclude-editable \
+		| grep -v -i -E '^(torch|nvidia-|triton|nearid)([=-]|$$)'; } > $(LOCK).new && mv $(LOCK).new $(LOCK)
+	rm -rf .lock-venv
+
 clean:
-	rm -rf $(VENV) runs .pytest_cache .ruff_cache
+	rm -rf $(VENV) .lock-venv runs .pytest_cache .ruff_cache

@@ -44,7 +44,7 @@ def curate_flow(
             n_test=n_test,
             workers=workers,
             force=force,
-            progress=False,
+            progress=True,  # bounded log lines inside flows (nearid.common.progress)
         )
     elif source == "syncd":
         from nearid.curation.syncd import SyncdCurationConfig, curate_syncd
@@ -52,7 +52,7 @@ def curate_flow(
         if input_dir is None:
             raise ValueError("source 'syncd' needs input_dir, the SynCD release folder")
         config = SyncdCurationConfig(shard_size=shard_size, n_val=n_val, n_test=n_test)
-        summary = curate_syncd(input_dir, out, config, workers=workers, force=force, progress=False)
+        summary = curate_syncd(input_dir, out, config, workers=workers, force=force)
     else:
         raise ValueError(f"unknown source {source!r}: expected 'procedural' or 'syncd'")
     logger.info(

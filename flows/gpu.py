@@ -21,6 +21,7 @@ Without GPUs there are ``NEARID_CPU_SLOTS`` CPU slots (default 1), whose childre
 from __future__ import annotations
 
 import fcntl
+import io
 import logging
 import os
 import re
@@ -309,9 +310,6 @@ def run_streaming(
         stderr=subprocess.STDOUT,
         env=dict(env) if env is not None else None,
         cwd=cwd,
-        text=True,
-        errors="replace",
-        bufsize=1,
         start_new_session=True,
         pass_fds=tuple(pass_fds),
         preexec_fn=partial(die_with_parent, os.getpid(), signal.SIGTERM),  # a killed worker takes its child along
@@ -319,10 +317,12 @@ def run_streaming(
 
     def pump() -> None:
         assert proc.stdout is not None
-        for line in proc.stdout:
-            line = line.rstrip("\r\n")
-            tail.append(line)
-            log.info("%s%s", prefix, line)
+        # lines end at "\n" only: a bar redrawn with "\r" is one line, of which the last state is kept
+        for raw in io.TextIOWrapper(proc.stdout, encoding="utf-8", errors="replace", newline="\n"):
+            states = [part for part in raw.rstrip("\n").split("\r") if part.strip()]
+            if states:
+                tail.append(states[-1])
+                log.info("%s%s", prefix, states[-1])
 
     reader = threading.Thread(target=pump, name=f"stream-{proc.pid}", daemon=True)
     reader.start()

@@ -157,7 +157,7 @@ def generate_command(job: ShardJob, options: ShardRunOptions, slot: Slot) -> lis
     device = slot.torch_device if options.device == "auto" else options.device
     dtype = ("bf16" if slot.is_gpu else "float32") if options.dtype == "auto" else options.dtype
     cmd = [sys.executable, "-m", "nearid.cli", "generate", "--data", options.root, "--config", job.config]
-    cmd += ["--shards", str(job.index), "--device", device, "--dtype", dtype, "--no-progress"]
+    cmd += ["--shards", str(job.index), "--device", device, "--dtype", dtype]  # progress: bounded log lines
     if options.model_dir:
         cmd += ["--model-dir", options.model_dir]
     if options.splits:
@@ -255,7 +255,7 @@ def validate_dataset(root: str, decode: bool = True, allow_partial: bool = False
     from storage.validate import validate
 
     log = run_logger()
-    problems = validate(root, decode=decode, progress=False, allow_partial=allow_partial)
+    problems = validate(root, decode=decode, allow_partial=allow_partial)
     errors = [p for p in problems if p.severity == "error"]
     for problem in problems:
         (log.error if problem.severity == "error" else log.warning)("%s", problem)

@@ -54,17 +54,35 @@ def compare_with_accepted(
     return True, previous
 
 
-@task(name="train")
-def train_task(train_config: str, num_processes: int, timeout_s: float) -> str:
-    """Run training to completion in a child process; returns the run folder."""
-    from flows.gpu import run_streaming
+def fresh_run_config(train_config: str) -> tuple[str, str]:
+    """(config file, run folder) of a new run: ``run.out`` when free, else the first free ``run.out-N`` with a copy
+    of the config pointing at it, so a scheduled retrain never writes into (or exports over) an earlier run."""
+    from dataclasses import replace
+
     from nearid.training.config import TrainConfig
-    from nearid.training.launch import Launch, accelerate_command
+    from nearid.training.run_folder import next_run_folder
 
     config = TrainConfig.from_yaml(train_config)
+    run = next_run_folder(config.run.out)
+    if str(run) == config.run.out:
+        return train_config, config.run.out
+    copy = run.with_name(f"{run.name}.yaml")
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    copy.write_text(replace(config, run=replace(config.run, out=str(run))).to_yaml())
+    run_logger().info("%s holds an earlier run: this one trains into %s", config.run.out, run)
+    return str(copy), str(run)
+
+
+@task(name="train")
+def train_task(train_config: str, num_processes: int, timeout_s: float) -> str:
+    """Run training to completion in a child process, in a run folder of its own; returns the folder."""
+    from flows.gpu import run_streaming
+    from nearid.training.launch import Launch, accelerate_command
+
+    train_config, run = fresh_run_config(train_config)
     command, env = accelerate_command(train_config, Launch(num_processes=num_processes))
     run_streaming(command, env=env, timeout_s=timeout_s, log=run_logger(), label="train")
-    return config.run.out
+    return run
 
 
 @task(name="export-model")
@@ -83,19 +101,22 @@ def evaluate_task(
     model_dir: str | None,
     sources: list[str] | None,
     timeout_s: float,
+    score_cache: str | None = None,
 ) -> dict[str, Any]:
     """``nearid evaluate`` on a slot (a GPU when there is one), with the report; returns results.json."""
     from flows.gpu import SlotPool, run_in_slot
 
     def command(slot: Any) -> list[str]:
         cmd = [sys.executable, "-m", "nearid.cli", "evaluate", "--out", out, "--data", data_root, "--report"]
-        cmd += ["--no-progress", "--device", slot.torch_device]
+        cmd += ["--device", slot.torch_device]  # its progress arrives as bounded log lines
         for scorer in [*scorers, release]:
             cmd += ["--scorer", scorer]
         for source in sources or []:
             cmd += ["--source", source]
         if model_dir:
             cmd += ["--model-dir", model_dir]
+        if score_cache:
+            cmd += ["--cache", score_cache]
         return cmd
 
     run_in_slot(SlotPool.from_environment(), command, timeout_s=timeout_s, log=run_logger(), label="evaluate")
@@ -127,10 +148,12 @@ def retrain_and_benchmark(
     rebuild_parameters: dict[str, Any] | None = None,
     train_timeout_s: float = DEFAULT_TRAIN_TIMEOUT_S,
     evaluate_timeout_s: float = 6 * 3600.0,
+    score_cache: str | None = None,
 ) -> dict[str, Any]:
     """Retrain the head, benchmark it next to ``scorers`` and accept it unless it regresses.
 
     ``tolerance`` is in SSR percentage points of the pooled headline (primary group when complete).
+    ``score_cache`` is a score cache shared between runs (default: one inside the run's evaluation folder).
     """
     logger = run_logger()
     timings: dict[str, float] = {}
@@ -152,7 +175,7 @@ def retrain_and_benchmark(
     lap("export")
     out = str(Path(run) / "evaluation")
     results = evaluate_task(
-        data_root, release, scorers or ["siglip2-map"], out, model_dir, sources, evaluate_timeout_s
+        data_root, release, scorers or ["siglip2-map"], out, model_dir, sources, evaluate_timeout_s, score_cache
     )
     lap("evaluate + report")
     comparison = []

@@ -29,7 +29,7 @@ from generators.policy import (
     working_size,
 )
 from nearid.common.masks import clean_mask
-from nearid.common.weights import require_safetensors
+from nearid.common.weights import require_weights
 
 
 logger = logging.getLogger(__name__)
@@ -251,7 +251,7 @@ class PipelineGenerator(Generator):
 
         ref = self.config.model("pipeline")
         pipeline = getattr(diffusers, self.pipeline_class)
-        require_safetensors(self.model_path(ref), recursive=True)
+        require_weights(self.model_path(ref), hint="pass --model-dir DIR holding the weights", recursive=True)
         self.pipe = pipeline.from_pretrained(
             self.model_path(ref), revision=ref.revision, dtype=self.torch_dtype(), use_safetensors=True
         )

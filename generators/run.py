@@ -16,8 +16,6 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from tqdm.auto import tqdm
-
 import nearid
 from generators.base import Generator, GeneratorInputError, InpaintRequest
 from generators.config import GeneratorConfig
@@ -26,6 +24,7 @@ from generators.policy import derive_seed
 from generators.prompts import PromptBook
 from generators.registry import get_config
 from nearid.common.hashing import config_hash
+from nearid.common.progress import progress_bar
 from storage import ShardEntry, ShardWriter, TableReader, distractors_table, load_manifest
 from storage.codecs import DecodeError, encode_png
 from storage.jobs import run_shard_jobs
@@ -157,11 +156,11 @@ class _ShardGenerator:
                 except GeneratorInputError as exc:
                     rejects.append(self._reject(request, exc.reason, exc.detail))
         results: dict[tuple[int, int], Any] = {}
-        with tqdm(
+        with progress_bar(
             total=len(requests),
             desc=f"{config.name} {path.rsplit('/', 1)[-1]}",
             unit="img",
-            disable=not self.progress,
+            enabled=self.progress,
             leave=False,
         ) as bar:
             for start in range(0, len(requests), config.batch_size):

@@ -6,6 +6,7 @@ Everything here works on local paths and on any fsspec URL (``memory://``, ``s3:
 from storage.manifest import Manifest, ShardEntry, commit_shards, load_manifest
 from storage.reader import TableReader, data_files
 from storage.schemas import IDENTITIES, REJECTS, TableSpec, distractors_table, spec_for_table
+from storage.splits_view import load_splits
 from storage.writer import ShardWriter, shard_path
 
 
@@ -21,6 +22,7 @@ __all__ = [
     "data_files",
     "distractors_table",
     "load_manifest",
+    "load_splits",
     "shard_path",
     "spec_for_table",
 ]

@@ -16,9 +16,8 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from nearid.common.processes import die_with_parent
+from nearid.common.progress import progress_bar
 from storage.fs import join, remove_dead_temps, resolve
 from storage.manifest import ShardEntry, commit_shards, drop_shards, load_manifest, record_plan
 
@@ -69,7 +68,7 @@ def run_shard_jobs(
         commit_shards(root, entries, since=since, plans=plans)
         planned[0] = True
 
-    with tqdm(total=len(todo), desc=f"write {table}", unit="shard", disable=not progress) as bar:
+    with progress_bar(total=len(todo), desc=f"write {table}", unit="shard", enabled=progress) as bar:
         if workers <= 1 or len(todo) <= 1:
             for path, digest, fn, payload in todo:
                 commit(fn(path, digest, payload))

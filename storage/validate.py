@@ -14,6 +14,7 @@ from typing import Literal
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
+from nearid.common.progress import progress_bar
 from storage.codecs import DecodeError, decode_mask, decode_rgb
 from storage.fs import join, resolve, sha256_file
 from storage.manifest import MANIFEST_NAME, Manifest, ManifestError, ShardEntry, load_manifest
@@ -218,7 +219,7 @@ def validate(
     problems: list[Problem] = []
     ids_by_table: dict[str, dict] = {}
     total = sum(e.rows for e in manifest.shards.values())
-    with tqdm(total=total, desc="validate", unit="row", disable=not progress) as bar:
+    with progress_bar(total=total, desc="validate", unit="row", enabled=progress) as bar:
         for table, entries in manifest.tables().items():
             ids = ids_by_table.setdefault(table, {})
             for entry in entries:

@@ -20,7 +20,7 @@ MAX_LINES = 400
 FLOORS: tuple[tuple[str, ...], ...] = (
     ("nearid", "nearid.common"),
     ("storage",),
-    ("generators", "nearid.curation", "nearid.model", "nearid.evaluation.metrics"),
+    ("generators", "nearid.curation", "nearid.model", "nearid.evaluation.metrics", "nearid.visual"),
     ("nearid.training", "nearid.evaluation", "nearid.offline"),
     ("flows",),
     ("nearid.cli",),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from PIL import Image
 
 from generators.base import Generator, WorkItem
-from nearid.common.weights import require_safetensors
+from nearid.common.weights import require_weights
 
 
 class QwenInpaintGenerator(Generator):
@@ -29,7 +29,7 @@ class QwenInpaintGenerator(Generator):
         base, cn_ref, lora = (self.config.model(r) for r in ("pipeline", "controlnet", "lora"))
         dtype = self.torch_dtype()
         for ref in (base, cn_ref, lora):
-            require_safetensors(self.model_path(ref), recursive=True)
+            require_weights(self.model_path(ref), hint="pass --model-dir DIR holding the weights", recursive=True)
         controlnet = QwenImageControlNetModel.from_pretrained(
             self.model_path(cn_ref), revision=cn_ref.revision, dtype=dtype, use_safetensors=True
         )

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 
 from nearid import __version__
 from nearid.cli import data, demo, evaluate, generate, train
+from nearid.cli.args import DefaultsHelpFormatter
 
 
 logger = logging.getLogger("nearid")
@@ -33,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for group in COMMAND_GROUPS:
         group.register(sub)
+    for command in sub.choices.values():
+        command.formatter_class = DefaultsHelpFormatter
     return parser
 
 
@@ -46,6 +50,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return func(args)
     except (ValueError, FileNotFoundError, KeyError) as exc:  # includes MetadataError, OfficialLayoutError
-        logger.debug("command failed", exc_info=True)
-        print(f"error: {exc}", file=sys.stderr)
+        logger.debug("command failed", exc_info=True)  # -v shows the traceback
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc  # KeyError's str() adds quotes
+        print(f"error: {message}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader went away (`nearid generators --json | head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
+        return 1

@@ -99,6 +99,17 @@ def cmd_export_hf(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_show(args: argparse.Namespace) -> int:
+    from nearid.visual import write_contact_sheet
+    from storage import TableReader
+
+    identity = args.id if args.id is not None else int(TableReader(args.root, "identities").ids()[0])
+    out = args.out or f"nearid-{identity}.png"
+    write_contact_sheet(args.root, identity, out, configs=args.config, tile=args.tile)
+    print(f"contact sheet of identity {identity}: {out}")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the dataset commands to the ``nearid`` parser."""
     p = sub.add_parser("curate", help="write an identities dataset (shards + manifest) from a source")
@@ -146,3 +157,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("root", help="dataset root to read")
     p.add_argument("--out", required=True, help="folder for NearID/, NearID-<source>/ and splits/")
     p.set_defaults(func=cmd_export_hf)
+
+    p = sub.add_parser("show", help="a contact sheet of one identity: views, masks and every distractor")
+    p.add_argument("root", help="dataset root")
+    p.add_argument("--id", type=int, default=None, help="identity id (default: the first in the table)")
+    p.add_argument("--out", default=None, help="PNG to write (default: nearid-ID.png here)")
+    p.add_argument("--config", action="append", default=None, help="only this configuration (repeatable)")
+    p.add_argument("--tile", type=positive_int, default=160, help="tile size in pixels")
+    p.set_defaults(func=cmd_show)

@@ -40,17 +40,53 @@ def cmd_demo(args: argparse.Namespace) -> int:
     results = json.loads((Path(summary["report"]).parent / "results.json").read_text())
     print(f"\ndemo finished in {time.perf_counter() - start:.0f}s")
     print("stage timings (s): " + ", ".join(f"{k} {v}" for k, v in summary["timings"].items()))
-    entries = {e["label"]: e for e in results["scorers"]}
-    labels = list(entries)
-    print(f"\nSSR on test identities (full image), {' vs '.join(labels)}:")
-    for source in entries[labels[0]]["nearid"]["full"]["sources"]:
-        values = [entries[label]["nearid"]["full"]["sources"][source]["ssr"] for label in labels]
-        cells = ["   n/a" if value is None else f"{value:6.1f}" for value in values]  # n/a: no sample
-        print(f"  {source:16s} " + "  ".join(cells))
-    print(f"\nreport: {Path(summary['report']) / 'report.html'}")
-    print(f"        {Path(summary['report']) / 'report.md'}")
-    print(f"data:   {Path(args.out) / 'data'}   model: {summary['result']['model']}")
+    print_headline(results, args)
+    report = Path(summary["report"]) / "report.html"
+    print("\nLook at:")
+    print(f"  report  {report}\n          tables, plots, example tuples, the trained model's failures and the fixes")
+    print(
+        f"  sheet   {summary['sheet']}\n          one test identity: views, masks, every configuration's distractors"
+    )
+    print(f"  data    {Path(args.out) / 'data'}   (`nearid show {Path(args.out) / 'data'} --id N` draws any identity)")
+    print(f"  model   {summary['result']['model']}")
     return 0
+
+
+def print_headline(results: dict, args: argparse.Namespace) -> None:
+    """Frozen vs trained SSR per source, and what it shows, in plain words."""
+    frozen = next(e for e in results["scorers"] if not e.get("training_sources"))
+    trained = next(e for e in results["scorers"] if e.get("training_sources"))
+    seen = set(trained["training_sources"])
+    print(
+        f"\nWhat ran: {args.identities} procedural identities ({args.image_size} px); distractors from `procedural`"
+        " (every split)\nand from the nine paper configurations on tiny pipelines (test identities); a SigLIP2 head"
+        f" trained on\n{', '.join(sorted(seen))} distractors only. Every model is a tiny random-weight stand-in: the"
+        " numbers show the\nchain works end to end, not the paper's results."
+    )
+    print(
+        f"\nSSR (%) on {args.test_identities} held-out test identities, full image: the share of identities whose"
+        " true views all\nbeat the distractor in their own background. frozen = SigLIP2 as it is"
+        f" ({frozen['label']}), trained = the NearID head."
+    )
+    print(f"  {'source':16s} {'frozen':>7s} {'trained':>8s}")
+    sources = frozen["nearid"]["full"]["sources"]
+    for source in sources:
+        values = [entry["nearid"]["full"]["sources"][source]["ssr"] for entry in (frozen, trained)]
+        cells = [" n/a" if v is None else f"{v:.1f}" for v in values]  # n/a: no sample
+        note = "  (trained on)" if source in seen else ""
+        print(f"  {source:16s} {cells[0]:>7s} {cells[1]:>8s}{note}")
+    for source in sorted(seen & set(sources)):
+        before, after = (entry["nearid"]["full"]["sources"][source] for entry in (frozen, trained))
+        print(
+            f"\nShown: trained on near-identity distractors, the head prefers a true second view over a look-alike"
+            f" in the\nsame background on every trial for {after['sample_wins']} of {after['n_samples']} held-out"
+            f" {source} identities; the frozen encoder for {before['sample_wins']}:\nSSR {before['ssr']:.1f} ->"
+            f" {after['ssr']:.1f} ({after['ssr'] - before['ssr']:+.1f} points)."
+        )
+    print(
+        "procedural scores lowest because its distractors are real look-alike objects; the tiny pipelines paint"
+        "\nnoise into the mask, which is easy to tell apart from an object."
+    )
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -67,6 +103,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--image-size", type=positive_int, default=64, help="view size in pixels")
     p.add_argument("--test-identities", type=positive_int, default=60, help="held-out identities benchmarked")
     p.add_argument("--val-identities", type=positive_int, default=30, help="identities for validation")
-    p.add_argument("--epochs", type=positive_int, default=12, help="training epochs of the tiny head")
+    p.add_argument("--epochs", type=positive_int, default=20, help="training epochs of the tiny head")
     p.add_argument("--seed", type=int, default=0, help="procedural generator seed")
     p.set_defaults(func=cmd_demo)

@@ -8,7 +8,14 @@ from nearid.cli.args import non_negative_int, positive_int
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from nearid.common.weights import require_weights
+    from nearid.training.config import TrainConfig
     from nearid.training.launch import Launch, launch_training
+    from nearid.training.run_folder import check_run_folder
+
+    config = TrainConfig.from_yaml(args.config)  # a bad config or a taken run folder: one line, before any launch
+    check_run_folder(config.run.out, args.resume)
+    require_weights(config.model.backbone, hint="set model.backbone in the config to a local SigLIP2 folder")
 
     launch = Launch(
         num_processes=args.num_processes,

@@ -35,10 +35,10 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from nearid.common.hashing import config_hash
 from nearid.common.processes import die_with_parent
+from nearid.common.progress import progress_bar
 from nearid.common.splits import assign_splits, default_split_sizes
 from nearid.curation.report import REJECTS_PATH, CurationReport, CurationSummary, write_report
 from nearid.curation.syncd_views import ItemCheck, SyncdCurationConfig, apply_quality, check_item, load_view
@@ -129,7 +129,7 @@ def curate_syncd(
     stages.append(("category rigid", len(rigid)))
 
     check_fn = partial(check_item, input_dir, config)
-    with tqdm(total=len(rigid), desc="check views", unit="identity", disable=not progress) as bar:
+    with progress_bar(total=len(rigid), desc="check views", unit="identity", enabled=progress) as bar:
         if workers <= 1:
             checks = []
             for item in rigid:

@@ -28,7 +28,8 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from PIL import Image
 
-from nearid.common.weights import require_safetensors
+from nearid.common.hashing import model_identity
+from nearid.common.weights import require_weights
 from nearid.evaluation.vlm_judge import JUDGE_PROMPT, Verdict, chat_prompt, parse_answer
 from nearid.model.release import is_release_dir
 
@@ -90,32 +91,6 @@ class ScorerSettings:
         return scorer.default_model
 
 
-_DIGESTS: dict[tuple[str, int, int], str] = {}
-
-
-def _file_digest(path: Path) -> str:
-    stat = path.stat()
-    memo = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    if memo not in _DIGESTS:
-        digest = hashlib.sha256()
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 22), b""):
-                digest.update(block)
-        _DIGESTS[memo] = digest.hexdigest()
-    return _DIGESTS[memo]
-
-
-def model_identity(model: str) -> str:
-    """What identifies a model: a hub id as given, a local folder by the SHA-256 of its files' contents."""
-    folder = Path(model)
-    if not folder.is_dir():
-        return f"hub:{model}"
-    digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")):
-        digest.update(f"{path.relative_to(folder).as_posix()}\0{_file_digest(path)}\n".encode())
-    return f"folder:{digest.hexdigest()}"
-
-
 def _torch_dtype(name: str) -> Any:
     import torch
 
@@ -166,6 +141,12 @@ class Scorer(ABC):
             "settings": self.fingerprint_settings(),
         }
 
+    def weights_hint(self) -> str:
+        """How to point this scorer at local weights, for the one-line error when they cannot be had."""
+        if not self.model_dir_folder:
+            return "pass the folder itself as --scorer"
+        return f"pass --model-dir DIR holding {self.model_dir_folder}/, or the folder itself as --scorer"
+
     def load(self) -> None:
         """Load the model once (idempotent)."""
         if not self._loaded:
@@ -198,7 +179,7 @@ class EmbeddingScorer(Scorer):
     def _load(self) -> None:
         from transformers import AutoImageProcessor
 
-        require_safetensors(self.model)
+        require_weights(self.model, hint=self.weights_hint())
         self._model = self._load_model(_torch_dtype(self.settings.dtype)).to(self.settings.device).eval()
         self._processor = AutoImageProcessor.from_pretrained(self.model, backend="pil")
 
@@ -302,6 +283,13 @@ class ReleaseScorer(EmbeddingScorer):
     def _load_model(self, dtype: Any) -> Any:  # loading goes through load_release
         raise NotImplementedError
 
+    def describe(self) -> dict[str, Any]:
+        """Also the distractor sources the model was trained on, when its release records them."""
+        from nearid.model.release import read_release_config
+
+        training = read_release_config(self.model).get("nearid_training") or {}
+        return {**super().describe(), "training_sources": list(training.get("sources") or [])}
+
     def _features(self, pixel_values: Any) -> Any:
         return self._model.embed(pixel_values)
 
@@ -329,12 +317,12 @@ class VlmJudgeScorer(Scorer):
     def _load(self) -> None:
         from transformers import AutoImageProcessor, AutoModelForImageTextToText, AutoTokenizer
 
+        require_weights(self.model, hint=self.weights_hint())
         tokenizer = AutoTokenizer.from_pretrained(self.model)
         tokenizer.padding_side = "left"
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
         token_id = tokenizer.convert_tokens_to_ids(self.image_token)
-        require_safetensors(self.model)
         model = AutoModelForImageTextToText.from_pretrained(
             self.model, dtype=_torch_dtype(self.settings.dtype), use_safetensors=True
         )

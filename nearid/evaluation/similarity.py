@@ -19,8 +19,8 @@ from typing import Any, Literal
 
 import numpy as np
 from PIL import Image
-from tqdm.auto import tqdm
 
+from nearid.common.progress import progress_bar
 from nearid.evaluation.cache import EmbeddingCache, Judgement
 from nearid.evaluation.images import ImageId, PairId
 from nearid.evaluation.scorers import EmbeddingScorer, Scorer, VlmJudgeScorer
@@ -98,7 +98,9 @@ class _Engine(ABC):
 
     def _batches(self, items: Iterable[Any], total: int, desc: str) -> Iterator[list[Any]]:
         batch: list[Any] = []
-        for item in tqdm(items, total=total, desc=desc, unit=self.unit[:-1], disable=not self.progress, leave=False):
+        for item in progress_bar(
+            items, total=total, desc=desc, unit=self.unit[:-1], enabled=self.progress, leave=False
+        ):
             batch.append(item)
             if len(batch) == self.batch_size:
                 yield batch

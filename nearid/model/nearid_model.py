@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nearid.common.weights import require_safetensors
+from nearid.common.weights import require_weights
 
 
 logger = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ class NearIDModel(nn.Module):
         """Load ``SiglipVisionModel`` from a hub id or folder and copy its MAP head as the trainable head."""
         from transformers import SiglipVisionModel
 
-        require_safetensors(backbone)
+        require_weights(backbone, hint="set model.backbone to a local SigLIP2 folder (see docs/training.md)")
         vision = SiglipVisionModel.from_pretrained(
             backbone, dtype=backbone_dtype, revision=revision, use_safetensors=True
         )

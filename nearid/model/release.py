@@ -88,11 +88,14 @@ def save_release(
     image_processor: Any,
     out_dir: str | Path,
     embed_dim: int | None = None,
+    training: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``backbone`` (a ``SiglipVisionModel``) with ``head`` in its MAP head slot in the release layout.
 
     ``head`` must have the structure of ``backbone.head`` (its trained copy); ``embed_dim`` defaults to the vision
-    hidden size, which is what the MAP head outputs, and any other value is refused.
+    hidden size, which is what the MAP head outputs, and any other value is refused. ``training`` (the run's
+    distractor sources and splits) is recorded as ``nearid_training``, so a report can group sources by what this
+    model saw; loaders ignore it.
     """
     from safetensors.torch import save_file
 
@@ -121,6 +124,8 @@ def save_release(
         "normalize_embeddings": True,
         "torch_dtype": "float16",
     }
+    if training:
+        config["nearid_training"] = training
     (out / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     image_processor.save_pretrained(out)
     logger.info("saved release checkpoint (%d tensors, embed_dim %d) to %s", len(tensors), embed_dim, out)

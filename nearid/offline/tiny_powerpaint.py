@@ -127,5 +127,10 @@ def save_tiny_powerpaint(out_dir: Path, seed: int = 0) -> dict[str, str]:
     )
     text_state = tiny_brushnet_text_encoder_state(seed + 20, len(base.tokenizer))
     save_file(text_state, brushnet_dir / TEXT_ENCODER_WEIGHTS)
-    logger.info("saved tiny PowerPaint (%s) and its base (%s) under %s", *MODEL_IDS.values(), out_dir)
+    logger.info(
+        "saved tiny PowerPaint (%s) and its base (%s) under %s",
+        MODEL_IDS[CHECKPOINT_FOLDER],
+        MODEL_IDS[BASE_FOLDER],
+        out_dir,
+    )
     return dict(MODEL_IDS)

@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 from nearid.model.nearid_model import NearIDModel
 from nearid.model.release import save_release
 from nearid.training.config import TrainConfig
-from nearid.training.train import BEST_HEAD_FILE, HEAD_FILE
+from nearid.training.run_folder import BEST_HEAD_FILE, HEAD_FILE
 
 
 def export_model(run: str | Path, out: str | Path, best: bool = False) -> Path:
@@ -27,4 +27,5 @@ def export_model(run: str | Path, out: str | Path, best: bool = False) -> Path:
     model = NearIDModel.from_pretrained(config.model.backbone, torch.float32, config.model.revision)
     model.head.load_state_dict(load_file(str(head_file)), strict=True)
     processor = AutoImageProcessor.from_pretrained(config.model.backbone, revision=config.model.revision)
-    return save_release(model.backbone, model.head, processor, out)
+    training = {"sources": list(config.data.sources), "splits": list(config.data.splits), "run": str(run.resolve())}
+    return save_release(model.backbone, model.head, processor, out, training=training)

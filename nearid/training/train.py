@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
+from nearid.common.progress import progress_bar
 from nearid.model.nearid_model import NearIDModel
 from nearid.training.augment import apply_augment
 from nearid.training.checkpoint import STATE_FILE, load_checkpoint, save_checkpoint
@@ -32,12 +32,10 @@ from nearid.training.config import TrainConfig
 from nearid.training.data import SLOTS, TupleDataset, collate_tuples
 from nearid.training.losses import LossInputs, get_loss
 from nearid.training.pixels import PixelSpec, normalise, to_unit
+from nearid.training.run_folder import BEST_HEAD_FILE, HEAD_FILE, check_run_folder, trim_metrics
 
 
 logger = logging.getLogger("nearid.training.train")
-
-HEAD_FILE = "head.safetensors"
-BEST_HEAD_FILE = "best_head.safetensors"
 
 
 def lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
@@ -137,6 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # 1. configuration and the accelerator
     config = TrainConfig.from_yaml(args.config)
     out = Path(config.run.out)
+    check_run_folder(out, args.resume)  # every process, before any of them writes
     on_cuda = torch.cuda.is_available() and not parse_flag_from_env("ACCELERATE_USE_CPU")  # as accelerate decides
     mixed_precision, backbone_dtype = resolve_precision(config, on_cuda)
     accelerator = Accelerator(
@@ -154,6 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     world = accelerator.num_processes
     if config.optim.global_batch % world:
         raise ValueError(f"global_batch {config.optim.global_batch} is not divisible by {world} processes")
+    accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(config.to_yaml())
@@ -223,6 +223,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 world,
             )
         logger.info("resumed from %s at step %d", checkpoint, step)
+        if accelerator.is_main_process:
+            trim_metrics(out / "metrics.jsonl", step)
     if accelerator.is_main_process:
         accelerator.init_trackers("nearid", config={"loss": config.loss.name, "lr": config.optim.lr})
     metrics_file = out / "metrics.jsonl"
@@ -251,8 +253,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # 6. the loop
     val_source = config.run.val_source or config.data.sources[0]
     val_set = load_validation_set(config.data.root, val_source) if accelerator.is_main_process else None
-    bar = tqdm(
-        total=total_steps, initial=step, desc="train", unit="step", disable=not accelerator.is_local_main_process
+    bar = progress_bar(
+        total=total_steps, initial=step, desc="train", unit="step", enabled=accelerator.is_local_main_process
     )
     window_start, data_wait, window_images = time.perf_counter(), 0.0, 0
     while step < total_steps:

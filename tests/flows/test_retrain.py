@@ -56,6 +56,7 @@ def test_demo_chain_end_to_end(prefect_api, tmp_path: Path) -> None:
     record = json.loads(accepted.read_text())
     record["metrics"]["ssr"] = 1000.0
     accepted.write_text(json.dumps(record))
+    accepted_release = {p: p.read_bytes() for p in (out / "train" / "release").rglob("*") if p.is_file()}
     with pytest.raises(RegressionError, match="accepted model .* has 1000.00"):
         retrain_and_benchmark(
             data_root=str(out / "data"),
@@ -64,3 +65,7 @@ def test_demo_chain_end_to_end(prefect_api, tmp_path: Path) -> None:
             model_dir=str(out / "tiny-models"),
             tolerance=1.0,
         )
+    # the rejected retrain trained and exported into a run folder of its own: the accepted model is untouched
+    assert (out / "train-2" / "release" / "model.safetensors").is_file()
+    assert {p: p.read_bytes() for p in (out / "train" / "release").rglob("*") if p.is_file()} == accepted_release
+    assert json.loads(accepted.read_text())["metrics"]["ssr"] == 1000.0

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
-from tqdm.auto import tqdm
 
+from nearid.common.progress import progress_bar
 from nearid.evaluation.images import ImageId, PairId, bytes_digest
 from nearid.evaluation.metrics import fisher_z_mean, pearson
 from storage.dreambench import (
@@ -51,7 +51,7 @@ class DreamBenchBenchmark:
         self._paths: dict[str, Path] = {}
         digests: dict[Path, str] = {}
         self.records: list[tuple[str, str, str, str]] = []
-        for pair in tqdm(self.pairs, desc="hash DreamBench++", disable=not progress, leave=False):
+        for pair in progress_bar(self.pairs, desc="hash DreamBench++", enabled=progress, leave=False):
             hashes = []
             for path in (pair.reference, pair.generated):
                 if path not in digests:

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
-from tqdm.auto import tqdm
 
+from nearid.common.progress import progress_bar
 from nearid.evaluation.images import (
     CONDITIONS,
     ImageId,
@@ -81,7 +81,7 @@ class MTGBenchmark:
             raise ValueError(f"{path} (split {split!r}) has no MTG samples")
 
     def _read(self, desc: str) -> Iterator[MTGSample]:
-        return tqdm(read_mtg(self.path, self.split), desc=desc, disable=not self.progress, leave=False)
+        return progress_bar(read_mtg(self.path, self.split), desc=desc, enabled=self.progress, leave=False)
 
     def key(self, sample: _Sample, role: str, condition: str) -> str | None:
         """The input hash of one image; None under 'foreground' when its view has no object mask."""

@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 from PIL import Image
-from tqdm.auto import tqdm
 
+from nearid.common.progress import progress_bar
 from nearid.evaluation.images import (
     CONDITIONS,
     ImageId,
@@ -70,6 +70,14 @@ class _Identity:
     images: list[str | None]
     masks: list[bytes | None]
     mask_hashes: list[str | None]
+
+
+VIEW_PAIRS = tuple((i, j) for i in range(VIEWS) for j in range(i + 1, VIEWS))
+"""The view pairs of one identity, in the order ``similarities["views"]`` lists them."""
+
+
+def _rounded(value: float) -> float | None:
+    return None if np.isnan(value) else round(float(value), 5)
 
 
 def _stored(cell: dict[str, Any] | None) -> bytes | None:
@@ -142,7 +150,7 @@ class NearIDBenchmark:
         identities: dict[int, _Identity] = {}
         columns = ["id", "split", *IMAGE_COLUMNS, *MASK_COLUMNS]
         groups = self._row_groups("identities", columns)
-        for shard, group, rows in tqdm(groups, desc="hash identities", disable=not self.progress, leave=False):
+        for shard, group, rows in progress_bar(groups, desc="hash identities", enabled=self.progress, leave=False):
             for row in rows:
                 if self.split != "all" and row["split"] != self.split:
                     continue
@@ -162,7 +170,7 @@ class NearIDBenchmark:
         table = f"distractors/{source}"
         rows_by_id: dict[int, list[str | None]] = {}
         groups = self._row_groups(table, ["id", *DISTRACTOR_COLUMNS])
-        for shard, group, rows in tqdm(groups, desc=f"hash {source}", disable=not self.progress, leave=False):
+        for shard, group, rows in progress_bar(groups, desc=f"hash {source}", enabled=self.progress, leave=False):
             for row in rows:
                 identity = self.identities.get(row["id"])
                 if identity is None:
@@ -300,6 +308,11 @@ class NearIDBenchmark:
             view_valid[:, :, None] & view_valid[:, None, :] & distractor_valid[:, :, None] & ~np.eye(VIEWS, dtype=bool)
         )
         failed = trial & (np.isnan(pos) | np.isnan(own)[:, :, None])
+        similarities = {  # per identity, for galleries: s(view i, view j) for i < j, s(view i, distractor i)
+            "ids": [int(i) for i in ids],
+            "views": [[_rounded(pos[r, i, j]) for i, j in VIEW_PAIRS] for r in range(n)],
+            "distractors": [[_rounded(v) for v in own[r]] for r in range(n)],
+        }
         pos = np.where(np.isnan(pos), LOSS_POSITIVE, pos)
         own = np.where(np.isnan(own), LOSS_DISTRACTOR, own)
         result = discrimination(pos, own, view_valid, distractor_valid)
@@ -308,6 +321,7 @@ class NearIDBenchmark:
             "rows": n,
             "missing_rows": len(self.identities) - n,
             "failed_trials": int(failed.sum()),
+            "similarities": similarities,
         }
 
     def metrics(self, similarity: Similarity) -> dict[str, Any]:

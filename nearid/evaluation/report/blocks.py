@@ -1,4 +1,5 @@
-"""The neutral blocks a report is made of (tables, figures, sections) and the cell formatting they share."""
+"""The neutral blocks a report is made of (tables, figures, galleries, sections) and the cell formatting they
+share."""
 
 from __future__ import annotations
 
@@ -28,11 +29,30 @@ class Figure:
 
 
 @dataclass(frozen=True)
+class GalleryItem:
+    """One example: its images (JPEG bytes) with a label each, and caption lines (scores, verdicts)."""
+
+    images: tuple[bytes, ...]
+    labels: tuple[str, ...]
+    lines: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Gallery:
+    """A titled row of examples, with a caption saying what they were chosen for."""
+
+    name: str
+    title: str
+    caption: str
+    items: tuple[GalleryItem, ...]
+
+
+@dataclass(frozen=True)
 class Section:
-    """A titled run of paragraphs, tables and figures."""
+    """A titled run of paragraphs, tables, figures and galleries."""
 
     title: str
-    blocks: tuple[str | Table | Figure, ...]
+    blocks: tuple[str | Table | Figure | Gallery, ...]
 
 
 def pct(value: float | None) -> str:

@@ -4,7 +4,6 @@ self-contained HTML page (inline CSS, base64 PNG plots)."""
 from __future__ import annotations
 
 import base64
-import html
 import logging
 import re
 from collections.abc import Sequence
@@ -12,9 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import jinja2
+
 from nearid.evaluation.evaluate import load_results
-from nearid.evaluation.report.blocks import MISSING, Figure, Section, Table, dig
+from nearid.evaluation.report.blocks import MISSING, Figure, Gallery, Section, Table, dig
 from nearid.evaluation.report.figures import cdf_figure, projection_figure, ssr_figure
+from nearid.evaluation.report.gallery import THUMB_PX, gallery_section
 from nearid.evaluation.report.sections import (
     dreambench_section,
     foreground_section,
@@ -53,7 +55,13 @@ def build_sections(results: dict[str, Any]) -> list[Section]:
     figures = tuple(f for f in (ssr_figure(results), cdf_figure(results), projection_figure(results)) if f)
     if figures:
         sections.append(Section("Plots", figures))
+    sections.append(gallery_section(results))
     return [s for s in sections if s is not None]
+
+
+def gallery_names(gallery: Gallery, item: int) -> list[str]:
+    """File names of one gallery example's thumbnails in the Markdown copy's figure folder."""
+    return [f"{gallery.name}-{item}-{k}.jpg" for k in range(len(gallery.items[item].images))]
 
 
 def _header_lines(results: dict[str, Any]) -> list[str]:
@@ -96,58 +104,84 @@ def render_markdown(results: dict[str, Any], sections: Sequence[Section], figure
                 lines += [*_md_table(block), ""]
             elif isinstance(block, Figure):
                 lines += [f"![{block.caption}]({figure_dir}/{block.name})", "", f"*{block.caption}*", ""]
+            elif isinstance(block, Gallery):
+                lines += [f"### {block.title}", "", f"*{block.caption}*", ""]
+                for n, item in enumerate(block.items):
+                    names = gallery_names(block, n)
+                    pictures = zip(item.labels, names, strict=True)
+                    lines.append(" ".join(f"![{label}]({figure_dir}/{name})" for label, name in pictures))
+                    lines += ["", *(f"- {line}" for line in item.lines), ""]
             else:
                 lines += [block, ""]
     text = "\n".join(lines).rstrip() + "\n"
     return re.sub(r"\n{3,}", "\n\n", text)
 
 
-_STYLE = """
+_JINJA = jinja2.Environment(autoescape=True, trim_blocks=True, lstrip_blocks=True)
+_JINJA.tests.update(
+    table=lambda b: isinstance(b, Table),
+    figure=lambda b: isinstance(b, Figure),
+    gallery=lambda b: isinstance(b, Gallery),
+)
+_JINJA.filters["data_uri"] = lambda data, mime: f"data:{mime};base64,{base64.b64encode(data).decode()}"
+_PAGE = _JINJA.from_string(
+    """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>NearID evaluation report</title>
+<style>
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2rem auto; max-width: 1200px;
        padding: 0 1rem; color: #1f2328; }
 h1 { font-size: 1.7rem; } h2 { font-size: 1.25rem; margin-top: 2rem; border-bottom: 1px solid #d0d7de; }
+h3 { font-size: 1rem; margin: 1.2rem 0 0.4rem; }
 table { border-collapse: collapse; margin: 0.5rem 0; font-size: 0.85rem; }
 th, td { border: 1px solid #d0d7de; padding: 0.3rem 0.6rem; text-align: right; }
 th { background: #f6f8fa; } td:first-child, th:first-child { text-align: left; }
 caption { caption-side: bottom; text-align: left; font-style: italic; color: #59636e; padding-top: 0.3rem; }
-figure { margin: 1rem 0; } img { max-width: 100%; border: 1px solid #d0d7de; }
-figcaption { font-style: italic; color: #59636e; } .meta { color: #59636e; }
+figure { margin: 1rem 0; } figure > img { max-width: 100%; border: 1px solid #d0d7de; }
+figcaption, .caption { font-style: italic; color: #59636e; } .meta { color: #59636e; }
+.gallery { display: flex; flex-wrap: wrap; gap: 0.8rem; }
+.example { border: 1px solid #d0d7de; padding: 0.4rem; font-size: 0.75rem; }
+.example .tiles { display: flex; gap: 0.25rem; } .example .tile { text-align: center; color: #59636e; }
+.example img { display: block; width: {{ thumb }}px; height: {{ thumb }}px; object-fit: contain; }
+.example p { margin: 0.15rem 0; }
+</style></head><body>
+<h1>NearID evaluation report</h1>
+{% for line in header %}<p class="meta">{{ line }}</p>
+{% endfor %}
+{% for section in sections %}
+<h2>{{ section.title }}</h2>
+{% for block in section.blocks %}
+{% if block is table %}
+<table>{% if block.caption %}<caption>{{ block.caption }}</caption>{% endif %}
+<thead><tr>{% for h in block.header %}<th>{{ h }}</th>{% endfor %}</tr></thead><tbody>
+{% for row in block.rows %}<tr>{% for c in row %}<td>{{ c }}</td>{% endfor %}</tr>
+{% endfor %}</tbody></table>
+{% elif block is figure %}
+<figure><img alt="{{ block.caption }}" src="{{ block.png | data_uri('image/png') }}">
+<figcaption>{{ block.caption }}</figcaption></figure>
+{% elif block is gallery %}
+<h3>{{ block.title }}</h3><p class="caption">{{ block.caption }}</p>
+<div class="gallery">
+{% for item in block.items %}<div class="example"><div class="tiles">
+{% for image in item.images %}<div class="tile"><img alt="{{ item.labels[loop.index0] }}" \
+src="{{ image | data_uri('image/jpeg') }}">{{ item.labels[loop.index0] }}</div>{% endfor %}
+</div>{% for line in item.lines %}<p>{{ line }}</p>{% endfor %}</div>
+{% else %}<p>No examples.</p>
+{% endfor %}</div>
+{% else %}
+<p>{{ block }}</p>
+{% endif %}
+{% endfor %}
+{% endfor %}
+</body></html>
 """
+)
 
 
 def render_html(results: dict[str, Any], sections: Sequence[Section]) -> str:
-    """The report as one HTML page with inline CSS and base64 PNG plots."""
-    esc = html.escape
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>NearID evaluation report</title><style>{_STYLE}</style></head><body>",
-        "<h1>NearID evaluation report</h1>",
-        *(f'<p class="meta">{esc(line)}</p>' for line in _header_lines(results)),
-    ]
-    for section in sections:
-        parts.append(f"<h2>{esc(section.title)}</h2>")
-        for block in section.blocks:
-            if isinstance(block, Table):
-                parts.append("<table>")
-                if block.caption:
-                    parts.append(f"<caption>{esc(block.caption)}</caption>")
-                parts.append(
-                    "<thead><tr>" + "".join(f"<th>{esc(h)}</th>" for h in block.header) + "</tr></thead><tbody>"
-                )
-                parts += ["<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in block.rows]
-                parts.append("</tbody></table>")
-            elif isinstance(block, Figure):
-                data = base64.b64encode(block.png).decode("ascii")
-                parts.append(
-                    f'<figure><img alt="{esc(block.caption)}" src="data:image/png;base64,{data}">'
-                    f"<figcaption>{esc(block.caption)}</figcaption></figure>"
-                )
-            else:
-                parts.append(f"<p>{esc(block)}</p>")
-    parts.append("</body></html>")
-    return "\n".join(parts) + "\n"
+    """The report as one HTML page with inline CSS, base64 PNG plots and JPEG gallery thumbnails."""
+    return _PAGE.render(header=_header_lines(results), sections=sections, thumb=THUMB_PX)
 
 
 def write_report(run_dir: str | Path, out_dir: str | Path | None = None) -> ReportFiles:
@@ -167,6 +201,10 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Repo
                 path = figure_dir / block.name
                 path.write_bytes(block.png)
                 figures.append(path)
+            elif isinstance(block, Gallery):
+                for n, item in enumerate(block.items):
+                    for name, data in zip(gallery_names(block, n), item.images, strict=True):
+                        (figure_dir / name).write_bytes(data)
     markdown = out / "report.md"
     markdown.write_text(render_markdown(results, sections))
     page = out / "report.html"

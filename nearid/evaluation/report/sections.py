@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from nearid.evaluation.metrics import SOURCE_GROUPS
+from nearid.evaluation.metrics import SOURCE_GROUPS, Discrimination, pool
 from nearid.evaluation.report.blocks import MISSING, Section, Table, corr, delta, dig, pct
 from storage.dreambench import CATEGORIES
 
@@ -23,6 +23,7 @@ SOURCE_KIND = (
     ("unseen_fill", "unseen fill"),
     ("unseen_canny", "unseen Canny"),
 )
+COUNT_KEYS = ("n_samples", "sample_wins", "n_trials", "trial_wins")
 CATEGORY_NAMES = {
     "object": "object",
     "live_subject_animal": "animal",
@@ -67,6 +68,42 @@ def summary_section(results: dict[str, Any]) -> Section:
     return Section("Summary", (Table(header, tuple(rows), caption),))
 
 
+def trained_sources(results: dict[str, Any]) -> tuple[str, ...]:
+    """The distractor sources the evaluated trained models saw (recorded in their releases); empty when none did."""
+    return tuple(sorted({source for s in results["scorers"] for source in s.get("training_sources") or ()}))
+
+
+def source_groups(results: dict[str, Any], sources: list[str]) -> list[tuple[str, str, tuple[str, ...]]]:
+    """(key, label, members) of the averages to show: the run's own trained-on / unseen split when a trained
+    model is evaluated, the paper's groups only where they describe this run (or no model was trained)."""
+    seen = trained_sources(results)
+    paper = [(key, label, SOURCE_GROUPS.get(key, tuple(sources))) for key, label in GROUP_ROWS]
+    if not seen:
+        return paper
+    run = [
+        ("run_trained", "Avg. (sources this model trained on)", tuple(s for s in sources if s in seen)),
+        ("run_unseen", "Avg. (sources unseen in training)", tuple(s for s in sources if s not in seen)),
+    ]
+    if set(seen) == set(SOURCE_GROUPS["training"]):
+        return run + paper
+    return run + [(key, label, members) for key, label, members in paper if key not in dict(SOURCE_KIND)]
+
+
+def source_kind(results: dict[str, Any], source: str) -> str:
+    """A source against the evaluated model: trained on / unseen, or its paper group when no model was trained."""
+    seen = trained_sources(results)
+    if seen:
+        return "trained on" if source in seen else "unseen"
+    return next((name for group, name in SOURCE_KIND if source in SOURCE_GROUPS[group]), "other")
+
+
+def _pooled(per_source: dict[str, Any], members: tuple[str, ...]) -> dict[str, Any] | None:
+    if not members or any(m not in per_source for m in members):
+        return None
+    counts = {m: Discrimination(*(per_source[m][k] for k in COUNT_KEYS)) for m in members}
+    return pool(counts, members).to_dict()
+
+
 def per_source_section(results: dict[str, Any], condition: str) -> Section | None:
     scorers = [s for s in results["scorers"] if dig(s, "nearid", condition)]
     if not scorers:
@@ -75,15 +112,17 @@ def per_source_section(results: dict[str, Any], condition: str) -> Section | Non
     header = ["Source", "Kind", "n"] + [f"{s['label']} {m}" for s in scorers for m in ("SSR", "PA")]
     rows = []
     for source in sources:
-        kind = next((name for group, name in SOURCE_KIND if source in SOURCE_GROUPS[group]), "other")
+        kind = source_kind(results, source)
         n = scorers[0]["nearid"][condition]["sources"][source]["n_samples"]
         cells = [source, kind, str(n)]
         for scorer in scorers:
             values = scorer["nearid"][condition]["sources"][source]
             cells += [pct(values["ssr"]), pct(values["pa"])]
         rows.append(tuple(cells))
-    for group, label in GROUP_ROWS:
+    for group, label, members in source_groups(results, sources):
         pooled = [dig(s, "nearid", condition, "groups", group) for s in scorers]
+        if group.startswith("run_"):
+            pooled = [_pooled(s["nearid"][condition]["sources"], members) for s in scorers]
         if pooled[0] is None:
             continue
         cells = [label, "pooled", str(pooled[0]["n_samples"])]
@@ -95,6 +134,8 @@ def per_source_section(results: dict[str, Any], condition: str) -> Section | Non
         f"SSR and PA (%) per distractor source, {name}; n = identities with at least one trial. Averages pool "
         "wins and supports over their sources (a group is shown when all its sources were evaluated)."
     )
+    if trained_sources(results):
+        caption += f" Trained on: {', '.join(trained_sources(results))} (recorded in the trained model's release)."
     return Section(f"Per-source discrimination, {name}", (Table(tuple(header), tuple(rows), caption),))
 
 

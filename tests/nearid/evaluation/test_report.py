@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import copy
 import io
+import json
 import re
 import shutil
 import subprocess
@@ -17,6 +19,8 @@ from PIL import Image
 from nearid.evaluation.evaluate import EvaluationConfig, evaluate, load_results
 from nearid.evaluation.projection import kernel_pca
 from nearid.evaluation.report import MISSING, build_sections, render_markdown, write_report
+from nearid.evaluation.report.gallery import FAILURES, PER_SOURCE, THUMB_PX
+from nearid.evaluation.report.sections import per_source_section
 from nearid.evaluation.scorers import ScorerSettings, build_scorer
 from tests.nearid.evaluation.fixtures import BenchInputs, build_inputs, single_thread
 
@@ -105,6 +109,12 @@ def test_html_is_self_contained(run_dir: Path) -> None:
         assert Image.open(io.BytesIO(base64.b64decode(data))).format == "PNG"
     assert page.count("<table>") >= 8 and "<script" not in page
     assert not re.search(r'(src|href)="(?!data:)', page)  # nothing fetched from elsewhere
+    thumbs = re.findall(r'src="data:image/jpeg;base64,([A-Za-z0-9+/=]+)"', page)
+    assert len(thumbs) == 3 * PER_SOURCE * len(SOURCES)  # anchor, other view, distractor per example
+    for data in thumbs:
+        thumb = Image.open(io.BytesIO(base64.b64decode(data)))
+        assert thumb.format == "JPEG" and max(thumb.size) <= THUMB_PX
+    assert len(page) < 3_000_000
 
 
 def _chromium() -> str | None:
@@ -146,6 +156,7 @@ def test_html_renders_in_headless_chromium(run_dir: Path, tmp_path: Path) -> Non
     assert "NearID evaluation report" in dom
     assert dom.count("<table>") >= 8 and dom.count("<tr>") > 30
     assert dom.count('src="data:image/png;base64,') == 3
+    assert dom.count('src="data:image/jpeg;base64,') == 3 * PER_SOURCE * len(SOURCES)  # the gallery
 
     pixels = np.asarray(Image.open(shot).convert("RGB")).astype(int)
     assert pixels.shape == (5200, 1280, 3)
@@ -168,3 +179,54 @@ def test_kernel_pca_separates_two_clusters() -> None:
     assert np.allclose(kernel_pca(np.vstack([a, b]), 2), coords)  # deterministic signs
     with pytest.raises(ValueError, match="needs more than 2 points"):
         kernel_pca(a[:2], 2)
+
+
+def _with_trained_model(results: dict, trained_on: list[str]) -> dict:
+    """The run's siglip2-map as the frozen model, failing everywhere, and a trained model winning everywhere but on
+    one identity, with the scores set so the galleries' choices are known."""
+    frozen = copy.deepcopy(results["scorers"][1])
+    trained = copy.deepcopy(frozen)
+    trained.update(label="release:trained", training_sources=trained_on)
+    for scorer, view, distractor in ((frozen, 0.5, 0.6), (trained, 0.9, 0.1)):
+        for values in scorer["nearid"]["full"]["sources"].values():
+            sims = values["similarities"]
+            sims["views"] = [[view if v is not None else None for v in row] for row in sims["views"]]
+            sims["distractors"] = [[distractor if v is not None else None for v in row] for row in sims["distractors"]]
+    stubborn = trained["nearid"]["full"]["sources"]["qwen-512"]["similarities"]
+    stubborn["distractors"][0] = [0.95 if v is not None else None for v in stubborn["distractors"][0]]
+    return {**results, "scorers": [frozen, trained]}
+
+
+def test_galleries_show_failures_and_fixes(run_dir: Path, tmp_path: Path) -> None:
+    results = _with_trained_model(load_results(run_dir), ["flux-fill-512"])
+    stubborn = results["scorers"][1]["nearid"]["full"]["sources"]["qwen-512"]["similarities"]["ids"][0]
+    galleries = {g.name: g for g in build_sections(results)[-1].blocks}
+    assert sorted(galleries) == ["examples", "fixed", "worst"]
+    (worst,) = galleries["worst"].items
+    assert worst.lines[0].startswith(f"qwen-512 · id {stubborn} ·") and "✗ release:trained" in worst.lines[2]
+    fixed = galleries["fixed"].items
+    assert len(fixed) == FAILURES and not any(f"qwen-512 · id {stubborn} " in item.lines[0] for item in fixed)
+    assert all("✗ siglip2-map: view 0.500 · distractor 0.600" in item.lines[1] for item in fixed)
+    for item in fixed:
+        assert [Image.open(io.BytesIO(data)).size for data in item.images] == [(THUMB_PX, THUMB_PX)] * 3  # 64 px, up
+
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    page = write_report(tmp_path).html.read_text()
+    assert "Failures fixed by training" in page and "Worst failures of the trained model" in page
+
+
+def test_report_groups_follow_the_runs_training_sources(run_dir: Path) -> None:
+    results = _with_trained_model(load_results(run_dir), ["flux-fill-512"])
+    table = per_source_section(results, "full").blocks[0]
+    kinds = {row[0]: row[1] for row in table.rows}
+    assert kinds["flux-fill-512"] == "trained on" and kinds["qwen-512"] == kinds["sdxl-512"] == "unseen"
+    assert kinds["Avg. (sources this model trained on)"] == "pooled" and "Avg. (training)" not in kinds
+    row = next(r for r in table.rows if r[0] == "Avg. (sources unseen in training)")
+    unseen = [results["scorers"][1]["nearid"]["full"]["sources"][s] for s in ("qwen-512", "sdxl-512")]
+    wins, n = sum(v["sample_wins"] for v in unseen), sum(v["n_samples"] for v in unseen)
+    assert row[2] == str(n) == "10" and row[-2] == f"{100 * wins / n:.2f}"  # pooled over the unseen sources
+    assert "Trained on: flux-fill-512" in table.caption
+
+    frozen_only = {**results, "scorers": results["scorers"][:1]}  # nothing trained: the paper's kinds
+    kinds = {row[0]: row[1] for row in per_source_section(frozen_only, "full").blocks[0].rows}
+    assert kinds["flux-fill-512"] == "training" and kinds["sdxl-512"] == "unseen fill"

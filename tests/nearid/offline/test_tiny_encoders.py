@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -76,3 +78,16 @@ def test_build_is_reused_and_index_written_last(tmp_path) -> None:
     (out / INDEX_NAME).unlink()  # an interrupted build has no index: it is rebuilt
     build_tiny_models(out)
     assert (out / INDEX_NAME).is_file()
+
+
+def test_docs_state_the_build_size(tiny_models_dir) -> None:
+    """docs/offline-models.md and the README give the build's size; the build the suite made must match it."""
+    root = Path(__file__).resolve().parents[3]
+    stated = int(re.search(r"The build is (\d+) MB", (root / "docs" / "offline-models.md").read_text()).group(1))
+    assert f"; {stated} MB." in (root / "README.md").read_text()
+    size_mb = sum(p.stat().st_size for p in Path(tiny_models_dir).rglob("*") if p.is_file()) / 2**20
+    assert abs(size_mb - stated) <= 0.15 * stated, f"the build is {size_mb:.1f} MB, the docs say {stated} MB"
+    index = json.loads((Path(tiny_models_dir) / INDEX_NAME).read_text())
+    readme_row = next(line for line in (root / "README.md").read_text().splitlines() if "nearid tiny-models" in line)
+    for name, words in {"qwen3-vl": "Qwen3-VL", "powerpaint": "PowerPaint", "flux-canny": "FLUX Canny"}.items():
+        assert name in index["models"] and words in readme_row

@@ -19,6 +19,7 @@ from nearid.curation.procedural import curate_procedural
 from nearid.offline.mtg_layout import write_procedural_mtg
 from nearid.training.config import DataConfig, TrainConfig
 from nearid.training.data import SplitLeakError, TupleDataset, check_splits, collate_tuples
+from nearid.training.run_folder import next_run_folder, trim_metrics
 from nearid.training.train import lr_factor
 
 
@@ -252,3 +253,33 @@ def test_export_reloads_with_the_same_embeddings(trained_run: Path, tmp_path: Pa
     frozen = NearIDModel.from_pretrained(str(tiny_models_dir / "siglip2")).embed(pixels["pixel_values"])
     assert not torch.allclose(frozen, got, atol=5e-3)  # the trained head, not the backbone's own
     assert main(["export-model", str(tmp_path / "nothing"), "--out", str(tmp_path / "x")]) == 2
+
+
+def test_a_run_folder_belongs_to_one_run(train_data: Path, tiny_models_dir: Path, trained_run: Path) -> None:
+    """A second ``nearid train`` into a finished run's folder is refused in one line and changes nothing; the
+    training module itself refuses too, so a direct ``accelerate launch`` cannot mix two runs either."""
+    from nearid.cli import main
+
+    before = {p: p.read_bytes() for p in trained_run.rglob("*") if p.is_file()}
+    config = train_data / "full.yaml"
+    result = subprocess.run(
+        [sys.executable, "-m", "nearid.cli", "train", "--config", str(config)], capture_output=True, text=True
+    )
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "already holds a training run" in result.stderr
+    assert "--resume latest" in result.stderr
+    direct = subprocess.run(
+        [sys.executable, "-m", "nearid.training.train", "--config", str(config)], capture_output=True, text=True
+    )
+    assert direct.returncode != 0 and "already holds a training run" in direct.stderr
+    assert main(["train", "--config", str(write_config(train_data, tiny_models_dir, "never")), "--resume", "latest"])
+    assert {p: p.read_bytes() for p in trained_run.rglob("*") if p.is_file()} == before
+
+
+def test_resume_drops_the_metrics_it_replays(tmp_path: Path) -> None:
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text("".join(json.dumps({"step": s, "loss": 1.0 / s}) + "\n" for s in (2, 4, 6, 8)))
+    assert trim_metrics(metrics, 5) == 2
+    assert [json.loads(line)["step"] for line in metrics.read_text().splitlines()] == [2, 4]
+    assert next_run_folder(tmp_path) == tmp_path.with_name(f"{tmp_path.name}-2")  # holds metrics.jsonl
+    assert next_run_folder(tmp_path / "fresh") == tmp_path / "fresh"
