@@ -28,7 +28,7 @@ from generators.policy import (
     to_output,
     working_size,
 )
-from nearid.common.masks import clean_mask
+from nearid.common.masks import inpaint_region
 from nearid.common.weights import require_weights
 
 
@@ -67,6 +67,8 @@ class WorkItem:
     request: InpaintRequest
     image: Image.Image
     mask: np.ndarray
+    region: np.ndarray
+    """The repainted region at the view's own size (holes and every significant part kept)."""
 
     @property
     def mask_image(self) -> Image.Image:
@@ -197,12 +199,12 @@ class Generator(ABC):
 
     def prepare(self, request: InpaintRequest) -> WorkItem:
         """Clean the mask and resize both to the working size."""
-        mask = clean_mask(request.mask)
-        if not mask.any():
+        region = inpaint_region(request.mask)
+        if not region.any():
             raise GeneratorInputError("mask-empty", f"mask of view {request.view} is empty after cleaning")
         size = working_size(self.config, request.image.width, request.image.height)
-        image, work_mask = resize_pair(request.image, mask, size)
-        return WorkItem(request=request, image=image, mask=work_mask)
+        image, work_mask = resize_pair(request.image, region, size)
+        return WorkItem(request=request, image=image, mask=work_mask, region=region)
 
     def generate(self, requests: list[InpaintRequest]) -> list[GeneratedImage]:
         """Inpaint every request: checks, working size, model, compositing, 512 output, QC."""
@@ -229,15 +231,17 @@ class Generator(ABC):
         raw = raw.convert("RGB")
         if raw.size != item.image.size:
             raw = raw.resize(item.image.size, Image.Resampling.LANCZOS)
-        out_size, work = self.config.output_size, max(item.image.size)
-        dilation = scaled_pixels(self.config.composite_dilation, out_size, work)
-        final = composite(raw, item.image, item.mask, dilation) if self.config.composite else raw
-        output = to_output(final, out_size)
-        # what a change inside the dilated mask can reach after the resizes, in output pixels
-        reach = self.config.composite_dilation + 2 * scaled_pixels(LANCZOS_RADIUS, min(item.image.size), out_size)
-        source = item.request.image
-        reach += 2 * scaled_pixels(LANCZOS_RADIUS, min(source.size), out_size) + 1
-        fg, bg = qc_scores(output, source, item.request.mask, reach)
+        out_size, source = self.config.output_size, item.request.image
+        output = to_output(raw, out_size)
+        if self.config.composite:  # at the output size: outside the dilated region, the original's pixels exactly
+            output = composite(output, to_output(source, out_size), item.region, self.config.composite_dilation)
+        # what a change inside the region can reach in output pixels: the dilation, or without compositing the
+        # spread of the two Lanczos resizes too
+        reach = self.config.composite_dilation
+        if not self.config.composite:
+            reach += 2 * scaled_pixels(LANCZOS_RADIUS, min(item.image.size), out_size)
+            reach += 2 * scaled_pixels(LANCZOS_RADIUS, min(source.size), out_size) + 1
+        fg, bg = qc_scores(output, source, item.region, reach)
         return GeneratedImage(image=output, raw=raw, seconds=seconds, fg_change=fg, bg_change=bg)
 
 

@@ -42,6 +42,12 @@ LIGHTNING_SCHEDULER = {
 }
 
 
+POLICY_VERSION = 2
+"""Part of every configuration's hash: bumped whenever the shared policy (``generators/policy.py``) changes the
+images, so shards made under an older policy count as outdated (2: the repainted region keeps holes and every
+significant part, and compositing happens at the 512 output)."""
+
+
 @dataclass(frozen=True)
 class ModelRef:
     """One model a configuration loads: the public hub id and the folder name under ``--model-dir``."""
@@ -127,7 +133,7 @@ class GeneratorConfig:
             for f in dataclasses.fields(self)
             if f.name not in ("batch_size", "description")
         }
-        return config_hash(payload)
+        return config_hash({**payload, "policy": POLICY_VERSION})
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

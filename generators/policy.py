@@ -59,10 +59,11 @@ def scaled_pixels(pixels: int, from_size: int, to_size: int) -> int:
 
 
 def composite(generated: Image.Image, original: Image.Image, mask: np.ndarray, dilation: int) -> Image.Image:
-    """Generated pixels inside the mask dilated by ``dilation`` pixels, original pixels everywhere else
-    (all at the working size)."""
+    """Generated pixels inside the mask dilated by ``dilation`` pixels, ``original``'s everywhere else, at
+    ``original``'s size (the mask is resized with nearest neighbour to it, the generated image with Lanczos)."""
     if generated.size != original.size:
         generated = generated.resize(original.size, Image.Resampling.LANCZOS)
+    _, mask = resize_pair(original, mask, original.size)
     region = dilate(mask, dilation)[..., None]
     out = np.where(region, np.asarray(generated.convert("RGB")), np.asarray(original.convert("RGB")))
     return Image.fromarray(out.astype(np.uint8), "RGB")

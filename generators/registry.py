@@ -78,11 +78,10 @@ def _qwen(resolution: int) -> GeneratorConfig:
         models=(QWEN_IMAGE, QWEN_CONTROLNET, QWEN_LIGHTNING),
         resolution=resolution,
         steps=8,
-        guidance=1.0,
+        guidance=1.0,  # Qwen-Image's true CFG scale; 1.0: one pass, no negative branch (Lightning)
         negative_prompt=" ",
         scheduler="FlowMatchEulerDiscrete, Lightning settings (shift 3)",
         extras=(
-            ("true_cfg_scale", 1.0),
             ("controlnet_conditioning_scale", 1.0),
             ("lora_scale", 1.0),
             ("scheduler_config", tuple(sorted(LIGHTNING_SCHEDULER.items()))),
@@ -110,7 +109,7 @@ _CONFIGS: tuple[GeneratorConfig, ...] = (
         steps=45,
         guidance=7.5,
         scheduler="UniPCMultistep",
-        extras=(("brushnet_conditioning_scale", 1.0), ("task", "P_obj")),
+        extras=(("brushnet_conditioning_scale", 1.0),),  # the pipeline does object insertion (P_obj) only
         description="PowerPaint v2 (BrushNet on Realistic Vision V6.0), shortest side 640, 45 steps, CFG 7.5",
     ),
     GeneratorConfig(

@@ -62,7 +62,7 @@ class QwenInpaintGenerator(Generator):
             height=height,
             width=width,
             num_inference_steps=self.config.steps,
-            true_cfg_scale=self.config.extra("true_cfg_scale", 1.0),
+            true_cfg_scale=self.config.guidance,
             controlnet_conditioning_scale=self.config.extra("controlnet_conditioning_scale", 1.0),
             generator=self.seeded_generator(item.request.seed),
         ).images

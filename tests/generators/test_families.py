@@ -10,6 +10,7 @@ from generators.base import GeneratorInputError, InpaintRequest
 from generators.families import FAMILIES, build_generator
 from generators.policy import dilate, resize_pair
 from generators.registry import CONFIGS, get_config
+from nearid.common.masks import inpaint_region
 from nearid.common.procedural import ObjectSpec, ViewPose, render_background, render_object
 
 
@@ -111,3 +112,49 @@ def test_bad_inputs_are_refused_with_a_reason(generator, changes: dict, reason: 
 def test_every_family_is_registered() -> None:
     assert set(FAMILY_CONFIGS) | {"null"} == set(FAMILIES)
     assert {c.family for c in CONFIGS.values()} == set(FAMILIES)
+
+
+def ring_view(size: int = 96) -> tuple[Image.Image, np.ndarray]:
+    """A view whose object is a ring (background visible through its hole) with a detached second part."""
+    background, _ = render_background(size, np.random.default_rng(3))
+    yy, xx = np.mgrid[:size, :size]
+    radius = np.hypot(yy - size / 2, xx - size / 2.5)
+    ring = (radius < size * 0.3) & (radius > size * 0.15)
+    part = (np.abs(yy - size * 0.8) < size * 0.07) & (np.abs(xx - size * 0.82) < size * 0.07)
+    mask = ring | part
+    pixels = np.where(mask[..., None], np.array([200, 30, 40], np.uint8), background)
+    return Image.fromarray(pixels.astype(np.uint8), "RGB"), mask
+
+
+@pytest.mark.parametrize("name", ["powerpaint", "sdxl-1024", "qwen-1328"])  # working sizes 640, 1024, 1328
+def test_background_is_the_originals_at_every_working_size(name: str, tiny_models_dir) -> None:
+    """Outside the dilated mask every output pixel is the original view's at 512 (Lanczos), byte for byte; the
+    background seen through the ring's hole is kept, and both parts of the object are repainted."""
+    config = get_config(name).with_overrides(steps=2)
+    gen = build_generator(config, model_dir=tiny_models_dir)
+    gen.load("cpu", "float32")
+    image, mask = ring_view()
+    out = gen.generate([request(image=image, mask=mask)])[0]
+    assert max(out.raw.size) >= config.resolution  # it really ran at the working size
+    reference, region = resize_pair(image, inpaint_region(mask), (512, 512))  # the region the generator repaints
+    outside = ~dilate(region, config.composite_dilation)
+    pixels, original = np.asarray(out.image), np.asarray(reference)
+    assert np.array_equal(pixels[outside], original[outside]) and out.bg_change == 0.0
+    hole = np.zeros((512, 512), bool)
+    hole[226:286, 175:235] = True  # the middle of the ring's hole, far from the ring
+    assert (hole & outside).sum() == hole.sum() and np.array_equal(pixels[hole], original[hole])
+    change = np.abs(pixels.astype(int) - original.astype(int)).sum(axis=2)
+    second_part = region.copy()
+    second_part[:360], second_part[:, :370] = False, False  # the detached square, right of the ring
+    assert second_part.sum() > 1000 and change[second_part].mean() > 1 and change[region].mean() > 1
+
+
+def test_qwen_guidance_is_its_true_cfg_scale(tiny_models_dir) -> None:
+    """``guidance`` is hashed, so it must act: for Qwen-Image it is the true CFG scale (1.0: no negative pass)."""
+    raws = []
+    for guidance in (1.0, 50.0):  # tiny random text encoders: prompt and negative embed alike, so push it
+        config = get_config("qwen-512").with_overrides(steps=2, resolution=SIZE, guidance=guidance)
+        gen = build_generator(config, model_dir=tiny_models_dir)
+        gen.load("cpu", "float32")
+        raws.append(np.asarray(gen.generate([request()])[0].raw, np.int16))
+    assert np.abs(raws[0] - raws[1]).max() > 2

@@ -38,7 +38,11 @@ def test_the_nine_paper_configurations() -> None:
     )
     assert get_config("sdxl-512").negative_prompt and "watermark" in get_config("sdxl-512").negative_prompt
     qwen = get_config("qwen-1328")
-    assert qwen.extra("true_cfg_scale") == 1.0 and qwen.model("lora").weight_name.endswith("8steps-V1.1.safetensors")
+    assert (
+        qwen.guidance == 1.0
+        and qwen.extra("true_cfg_scale") is None
+        and qwen.model("lora").weight_name.endswith("8steps-V1.1.safetensors")
+    )
     assert dict(qwen.extra("scheduler_config"))["time_shift_type"] == "exponential"
     assert get_config("powerpaint").resize_mode == "shortest-side" and get_config("powerpaint").size_multiple == 8
     assert len({c.params_hash() for c in CONFIGS.values()}) == len(CONFIGS)
