@@ -7,6 +7,7 @@ A family implements ``_load`` (build its pipeline with the real ``from_pretraine
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from abc import ABC, abstractmethod
@@ -58,6 +59,18 @@ class InpaintRequest:
     mask: np.ndarray
     prompt: str
     seed: int
+
+
+@functools.cache
+def resolved_revision(hub_id: str, revision: str | None) -> str:
+    """The commit ``revision`` (default: main) of ``hub_id`` resolves to in the local Hugging Face cache, else the
+    name asked for (nothing cached yet)."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(hub_id, revision=revision, local_files_only=True)).name
+    except (OSError, ValueError):  # LocalEntryNotFoundError is an OSError
+        return revision or "main"
 
 
 @dataclass(frozen=True)
@@ -121,12 +134,13 @@ class Generator(ABC):
         return str(path)
 
     def model_provenance(self) -> tuple[list[str], list[str | None]]:
-        """Model ids (hub id, or the local folder that replaced it) and revisions, for the provenance columns."""
+        """Model ids (hub id, or the local folder that replaced it) and the commit each hub model resolved to in
+        the local cache (what was actually loaded), for the provenance columns."""
         ids, revisions = [], []
         for ref in self.config.models:
             local = self.model_dir is not None
             ids.append(f"{ref.hub_id} @ {self.model_path(ref)}" if local else ref.hub_id)
-            revisions.append(None if local else ref.revision or "main")
+            revisions.append(None if local else resolved_revision(ref.hub_id, ref.revision))
         return ids, revisions
 
     def load(self, device: str = "cpu", dtype: str = "float32") -> None:

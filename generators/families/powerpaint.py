@@ -7,6 +7,7 @@ from pathlib import Path
 from PIL import Image
 
 from generators.base import Generator, WorkItem
+from nearid.common.weights import require_weights
 
 
 class PowerPaintGenerator(Generator):
@@ -21,6 +22,7 @@ class PowerPaintGenerator(Generator):
             return Path(self.model_path(checkpoint)), Path(self.model_path(base))
         from huggingface_hub import snapshot_download
 
+        require_weights(checkpoint.hub_id, hint="pass --model-dir DIR holding the weights")
         root = Path(snapshot_download(checkpoint.hub_id, revision=checkpoint.revision))
         return root, root / (base.subfolder or "")
 

@@ -51,10 +51,28 @@ def find_text_encoder_file(brushnet_dir: Path) -> Path:
     if not candidates:
         if (brushnet_dir / "pytorch_model.bin").exists():
             raise FileNotFoundError(
-                f"{brushnet_dir} has the PowerPaint text encoder only as pytorch_model.bin: nearid loads safetensors "
-                "only. Use the safetensors variant of the checkpoint (model.safetensors)."
+                f"{brushnet_dir} has the PowerPaint text encoder only as pytorch_model.bin (as the hub publishes it), "
+                f"and nearid loads safetensors only: run `nearid convert-weights {brushnet_dir.parent}` once"
             )
         raise FileNotFoundError(f"no text encoder safetensors in {brushnet_dir} (expected model.safetensors)")
     if len(candidates) > 1:
         raise ValueError(f"several text encoder candidates in {brushnet_dir}: {[path.name for path in candidates]}")
     return candidates[0]
+
+
+def find_unet_weights(unet_dir: Path) -> Path:
+    """The base UNet's safetensors file: ``diffusion_pytorch_model.safetensors``, or the one other name the hub's
+    PowerPaint v2 upload uses (``diffusion_pytorch_model-002.safetensors``), which ``from_pretrained`` misses."""
+    standard = unet_dir / "diffusion_pytorch_model.safetensors"
+    if standard.is_file():
+        return standard
+    candidates = sorted(unet_dir.glob("diffusion_pytorch_model*.safetensors"))
+    if len(candidates) == 1:
+        return candidates[0]
+    if candidates:
+        raise ValueError(f"several UNet weight files in {unet_dir}: {[path.name for path in candidates]}")
+    if any(unet_dir.glob("diffusion_pytorch_model*.bin")):
+        raise FileNotFoundError(
+            f"{unet_dir} has the UNet only as a pickle: run `nearid convert-weights {unet_dir}` once"
+        )
+    raise FileNotFoundError(f"no UNet safetensors in {unet_dir}")

@@ -30,7 +30,9 @@ from generators.powerpaint.brushnet import BrushNetModel, load_brushnet
 from generators.powerpaint.checkpoint import (
     BRUSHNET_FOLDER,
     BRUSHNET_WEIGHTS,
+    check_state_dict_keys,
     find_text_encoder_file,
+    find_unet_weights,
     require_safetensors,
 )
 from generators.powerpaint.text_encoder import (
@@ -227,6 +229,22 @@ class PowerPaintPipeline(DiffusionPipeline):
 # -- loading --------------------------------------------------------------------------------------
 
 
+def load_unet(unet_dir: Path, torch_dtype: torch.dtype) -> UNet2DConditionModel:
+    """The base UNet from its config and its weights file, whatever the hub named it; keys checked strictly."""
+    from safetensors.torch import load_file
+
+    weights = find_unet_weights(unet_dir)
+    if weights.name == "diffusion_pytorch_model.safetensors":
+        return UNet2DConditionModel.from_pretrained(unet_dir, dtype=torch_dtype, use_safetensors=True)
+    unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(unet_dir))
+    state = load_file(str(weights))
+    expected = {key: tuple(value.shape) for key, value in unet.state_dict().items()}
+    check_state_dict_keys(expected, {key: tuple(value.shape) for key, value in state.items()}, f"UNet {weights}")
+    unet.load_state_dict(state, strict=True)
+    logger.info("loaded the base UNet from %s", weights)
+    return unet.to(torch_dtype).eval()
+
+
 def load_powerpaint(
     checkpoint_dir: str | Path, base_dir: str | Path, torch_dtype: torch.dtype = torch.float32
 ) -> PowerPaintPipeline:
@@ -241,7 +259,7 @@ def load_powerpaint(
     checkpoint_dir, base_dir = Path(checkpoint_dir), Path(base_dir)
     for component in ("unet", "vae", "text_encoder"):
         require_safetensors(base_dir / component)
-    unet = UNet2DConditionModel.from_pretrained(base_dir, subfolder="unet", dtype=torch_dtype, use_safetensors=True)
+    unet = load_unet(base_dir / "unet", torch_dtype)
     vae = AutoencoderKL.from_pretrained(base_dir, subfolder="vae", dtype=torch_dtype, use_safetensors=True)
     text_encoder = CLIPTextModel.from_pretrained(base_dir / "text_encoder", dtype=torch_dtype, use_safetensors=True)
     tokenizer = CLIPTokenizer.from_pretrained(base_dir / "tokenizer")

@@ -1,4 +1,5 @@
-"""Generation commands: ``generators`` (list every configuration) and ``generate`` (write distractor shards)."""
+"""Generation commands: ``generators`` (list every configuration), ``generate`` (write distractor shards) and
+``convert-weights`` (the one-time conversion of published pickles to safetensors)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,18 @@ import argparse
 import json
 
 from nearid.cli.args import add_progress, key_value, positive_int
+
+
+def cmd_convert_weights(args: argparse.Namespace) -> int:
+    from nearid.common.convert import convert_pickles
+
+    done = convert_pickles(args.folder, dry_run=args.dry_run)
+    for item in done:
+        verb = "exists" if item.skipped else ("would write" if args.dry_run else f"wrote ({item.tensors} tensors)")
+        print(f"{item.source} -> {item.target.name}: {verb}")
+    if not done:
+        print(f"no pickled weights under {args.folder}")
+    return 0
 
 
 def cmd_generators(args: argparse.Namespace) -> int:
@@ -76,3 +89,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_progress(p)
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser(
+        "convert-weights",
+        help="convert published pickle weights (.bin, .pt) under a folder to safetensors, once",
+        description="Reads each pickled state dict with torch.load(weights_only=True), tensors only, and writes the "
+        "safetensors file the loaders expect beside it (pytorch_model.bin -> model.safetensors). The only command "
+        "that reads a pickle; generation never does.",
+    )
+    p.add_argument("folder", help="a downloaded checkpoint, e.g. the PowerPaint_v2 snapshot in the hub cache")
+    p.add_argument("--dry-run", action="store_true", help="only list what would be converted")
+    p.set_defaults(func=cmd_convert_weights)
