@@ -128,8 +128,9 @@ def _aligned_rows(root: str, table: str, order: list[int]) -> Iterator[dict]:
 
 def export_official(root: str, out_dir: str | Path) -> dict[str, int]:
     """Write our dataset as the official layout: ``NearID/`` (positives, in shard order), one
-    ``NearID-<source>/`` per distractor configuration (row-aligned, empty slots as None) and
-    ``splits/{train,val,test}.json`` (row positions). Streams rows; returns rows written per dataset."""
+    ``NearID-<source>/`` per distractor configuration (row-aligned, empty slots as None), each a ``DatasetDict``
+    with a ``train`` split and a dataset card, and ``splits/{train,val,test}.json`` (row positions). Streams rows;
+    returns rows written per dataset."""
     import datasets
 
     out = Path(out_dir)
@@ -160,7 +161,7 @@ def export_official(root: str, out_dir: str | Path) -> dict[str, int]:
             splits[row["split"]].append(position)
             yield {key: row.get(key) for key in positive_features}
 
-    _save(datasets, positives, datasets.Features(positive_features), out / POSITIVES_NAME)
+    _save(datasets, positives, datasets.Features(positive_features), out / POSITIVES_NAME, root)
     written = {POSITIVES_NAME: len(order)}
     (out / "splits").mkdir(parents=True, exist_ok=True)
     for name, positions in splits.items():
@@ -183,13 +184,40 @@ def export_official(root: str, out_dir: str | Path) -> dict[str, int]:
 
         config = table.split("/", 1)[1]
         name = f"{POSITIVES_NAME}-{reverse.get(config, config)}"
-        _save(datasets, aligned, distractor_features, out / name)
+        _save(datasets, aligned, distractor_features, out / name, root)
         written[name] = sum(e.rows for e in reader.manifest.table(table))
     return written
 
 
-def _save(datasets: Any, generator: Any, features: Any, target: Path) -> None:
-    """Build a dataset from a generator (streamed through a temporary cache) and ``save_to_disk``."""
+CARD = """---
+pretty_name: {name}
+configs:
+- config_name: default
+  data_files:
+  - split: train
+    path: train/data-*.arrow
+---
+# {name}
+
+Exported by `nearid export-hf` from `{root}` in the layout of the published NearID datasets: a `DatasetDict` saved
+with `save_to_disk`, one `train` split of {rows} rows in the positives' row order (distractor datasets are
+row-aligned with the positives; empty slots are None). The official train/val/test assignment is in `../splits/`
+as 0-based row positions.
+
+Columns: {columns}.
+
+```python
+import datasets
+
+ds = datasets.load_from_disk("{name}")["train"]          # or:
+ds = datasets.load_dataset("{name}", split="train")      # reads the same Arrow files through this card
+```
+"""
+
+
+def _save(datasets: Any, generator: Any, features: Any, target: Path, root: str) -> None:
+    """Build a dataset from a generator (streamed through a temporary cache) and save it as the hub's NearID
+    datasets are: a ``DatasetDict`` with one ``train`` split, plus a dataset card (``README.md``)."""
     import shutil
     import tempfile
 
@@ -197,7 +225,9 @@ def _save(datasets: Any, generator: Any, features: Any, target: Path) -> None:
     cache = tempfile.mkdtemp(prefix=".cache-", dir=target.parent)
     try:
         ds = datasets.Dataset.from_generator(generator, features=features, cache_dir=cache)
-        ds.save_to_disk(str(target))
+        datasets.DatasetDict({"train": ds}).save_to_disk(str(target))
+        card = CARD.format(name=target.name, root=root, rows=len(ds), columns=", ".join(f"`{c}`" for c in features))
+        (target / "README.md").write_text(card)
         del ds
     finally:
         shutil.rmtree(cache, ignore_errors=True)

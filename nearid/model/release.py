@@ -37,6 +37,34 @@ class ReleaseLayoutError(ValueError):
     """A folder does not hold a valid release checkpoint."""
 
 
+CARD_NAME = "README.md"
+MODEL_CARD = """---
+library_name: nearid
+tags: [image-feature-extraction, siglip2, identity]
+---
+# {name}
+
+A NearID embedding: a frozen SigLIP2 vision tower read out through its trained MAP head, {embed_dim}-dimensional,
+L2-normalised; compare images by cosine. Trained on: {training}.
+
+The folder is the NearID release layout (`config.json` with `model_type` "nearid", fp16 `model.safetensors`,
+`preprocessor_config.json`). It ships no modelling code, so `AutoModel.from_pretrained` cannot load it (and no
+`trust_remote_code` is needed or used); load it with nearid:
+
+```python
+from PIL import Image
+from nearid.model.release import load_release
+
+model, processor = load_release("{name}")  # device="cuda", dtype=torch.float16 on a GPU
+pixels = processor(images=[Image.new("RGB", (64, 64), "white")], return_tensors="pt").pixel_values
+embeddings = model.embed(pixels)  # [1, {embed_dim}], unit length
+```
+
+The NearID authors' `NearIDModel` class loads the same folder (no missing or unexpected keys).
+"""
+"""The release's ``README.md``: what the model is and the loading line that works in a fresh process."""
+
+
 def is_release_dir(path: str | Path) -> bool:
     """Whether ``path`` is a folder whose ``config.json`` declares ``model_type`` ``"nearid"``."""
     config = Path(path) / CONFIG_NAME
@@ -128,6 +156,9 @@ def save_release(
         config["nearid_training"] = training
     (out / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     image_processor.save_pretrained(out)
+    sources = ", ".join((training or {}).get("sources") or [])
+    trained_on = f"distractors from {sources}" if sources else "not recorded"
+    (out / CARD_NAME).write_text(MODEL_CARD.format(name=out.name, embed_dim=embed_dim, training=trained_on))
     logger.info("saved release checkpoint (%d tensors, embed_dim %d) to %s", len(tensors), embed_dim, out)
     return out
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -128,8 +129,8 @@ def test_export_is_row_aligned_for_official_loaders(tmp_path: Path) -> None:
     root = str(tmp_path / "root")
     import_official(official / "NearID", root, {"sdxl-1024": official / "NearID-SDXL_1024"}, official / "splits")
     export_official(root, tmp_path / "out")
-    pos = datasets.load_from_disk(str(tmp_path / "out" / "NearID"))
-    neg = datasets.load_from_disk(str(tmp_path / "out" / "NearID-SDXL_1024"))
+    pos = datasets.load_from_disk(str(tmp_path / "out" / "NearID"))["train"]  # a DatasetDict, as on the hub
+    neg = datasets.load_from_disk(str(tmp_path / "out" / "NearID-SDXL_1024"))["train"]
     assert len(pos) == len(neg) == 9 and pos["id"] == neg["id"]
     assert isinstance(pos.features["images1"], datasets.Image) and pos[0]["images1"].mode == "RGB"
     assert any(row["nimg2"] is None for row in neg)  # empty slots survive as None
@@ -189,3 +190,34 @@ def test_cli_import_export(tmp_path: Path, capsys: pytest.CaptureFixture) -> Non
     assert main(["validate", root, "--no-progress"]) == 0
     assert main(["export-hf", root, "--out", str(tmp_path / "out")]) == 0
     assert "NearID-Flux" in capsys.readouterr().out
+
+
+def test_exports_load_with_the_lines_their_cards_show(tmp_path: Path) -> None:
+    """Each exported dataset's README (YAML front matter, loading lines) works in a fresh process: the
+    ``DatasetDict`` through ``load_from_disk`` (the authors' evaluation reads its keys) and ``load_dataset(...,
+    split="train")`` (their training script's positives loader)."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    official = tmp_path / "official"
+    build_official(official)
+    root = str(tmp_path / "root")
+    import_official(official / "NearID", root, {"sdxl-1024": official / "NearID-SDXL_1024"}, official / "splits")
+    out = tmp_path / "out"
+    export_official(root, out)
+    for name in ("NearID", "NearID-SDXL_1024"):
+        card = (out / name / "README.md").read_text()
+        front = yaml.safe_load(card.split("---")[1])
+        assert front["configs"][0]["data_files"][0]["split"] == "train"
+        code = re.search(r"```python\n(.*?)```", card, re.S).group(1)
+        lines = [line.split("#")[0].rstrip() for line in code.splitlines() if line.strip()]
+        script = (
+            "\n".join(lines) + "\nprint(len(ds), ds['id'][:3], sorted(datasets.load_from_disk('" + name + "').keys()))"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", script], cwd=out, capture_output=True, text=True, timeout=120, check=True
+        )
+        ids = TableReader(root, "identities").ids().tolist()
+        assert result.stdout.strip().endswith(f"9 {ids[:3]} ['train']"), result.stdout

@@ -94,3 +94,25 @@ def test_bad_heads_are_refused(parts, tmp_path: Path) -> None:
         save_release(backbone, head, processor, tmp_path / "a", embed_dim=64)
     with pytest.raises(ValueError, match="missing"):
         save_release(backbone, torch.nn.Linear(2, 2), processor, tmp_path / "b")
+
+
+def test_card_loading_lines_work_in_a_fresh_process(release: Path) -> None:
+    """The release's README shows how to load it; that exact code runs in a new interpreter and gives the
+    embeddings this process gets."""
+    import re
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    card = (release / "README.md").read_text()
+    assert "trust_remote_code=True" not in card and "auto_map" not in (release / "config.json").read_text()
+    code = re.search(r"```python\n(.*?)```", card, re.S).group(1)
+    script = code + "print(embeddings.shape[1], round(float(embeddings[0, 0]), 5), round(float(embeddings.norm()), 4))"
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=release.parent, capture_output=True, text=True, timeout=120, check=True
+    )
+    model, processor = load_release(release)
+    pixels = processor(images=[Image.new("RGB", (64, 64), "white")], return_tensors="pt").pixel_values
+    expected = model.embed(pixels)
+    assert result.stdout.split() == [str(expected.shape[1]), str(round(float(expected[0, 0]), 5)), "1.0"]
