@@ -11,6 +11,7 @@ import dataclasses
 import math
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -125,6 +126,11 @@ class GeneratorConfig:
         if fixed:
             raise ValueError(f"configuration fields {sorted(fixed)} cannot be overridden; valid: {sorted(settable)}")
         return dataclasses.replace(self, **{k: _typed(k, v, kinds[k]) for k, v in overrides.items()})
+
+    def with_revisions(self, pins: Mapping[str, str]) -> GeneratorConfig:
+        """A copy whose models from these hub ids load at these commits (part of the hash and the provenance)."""
+        models = tuple(dataclasses.replace(m, revision=pins.get(m.hub_id, m.revision)) for m in self.models)
+        return dataclasses.replace(self, models=models)
 
     def params_hash(self) -> str:
         """Hash of everything that changes the images (batch size and order excluded)."""

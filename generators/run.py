@@ -278,14 +278,20 @@ def generate_distractors(
     overrides: Mapping[str, Any] | None = None,
     progress: bool = True,
     splits: Sequence[str] | None = None,
+    revisions: Mapping[str, str] | None = None,
 ) -> list[GenerationSummary]:
     """Write ``distractors/<config>`` shards for each configuration (see the module docstring);
-    ``splits`` limits generation to identities of those splits (e.g. only ``test`` for a benchmark)."""
+    ``splits`` limits generation to identities of those splits (e.g. only ``test`` for a benchmark);
+    ``revisions`` pins hub models to commits (hub id -> commit)."""
     only = normalise_splits(splits)
+    pins = dict(revisions or {})
+    used = {m.hub_id for name in configs for m in get_config(name).models}
+    if set(pins) - used:
+        raise ValueError(f"--revision for models no chosen configuration loads: {sorted(set(pins) - used)}")
     summaries = []
     for name in configs:
         start = time.perf_counter()
-        config = get_config(name).with_overrides(**(overrides or {}))
+        config = get_config(name).with_overrides(**(overrides or {})).with_revisions(pins)
         generator = build_generator(config, model_dir)
         book = prompt_book(root, config)
         table = distractors_table(config.name)

@@ -9,6 +9,14 @@ import json
 from nearid.cli.args import add_progress, key_value, positive_int
 
 
+def hub_pin(text: str) -> tuple[str, str]:
+    """``org/name=commit``: the commit is kept as text (a commit of digits only is still a commit)."""
+    hub_id, _, commit = text.partition("=")
+    if not hub_id or not commit:
+        raise argparse.ArgumentTypeError(f"expected HUB_ID=COMMIT, got {text!r}")
+    return hub_id, commit
+
+
 def cmd_convert_weights(args: argparse.Namespace) -> int:
     from nearid.common.convert import convert_pickles
 
@@ -54,6 +62,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         overrides=overrides,
         progress=not args.no_progress,
         splits=args.splits.split(",") if args.splits else None,
+        revisions=dict(args.revision),
     )
     for s in summaries:
         print(
@@ -86,6 +95,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=[],
         metavar="KEY=VALUE",
         help="override a configuration field, e.g. --set steps=2 --set resolution=64 (recorded in the hash)",
+    )
+    p.add_argument(
+        "--revision",
+        type=hub_pin,
+        action="append",
+        default=[],
+        metavar="HUB_ID=COMMIT",
+        help="load this hub model at this commit (repeatable; in the hash and the provenance)",
     )
     add_progress(p)
     p.set_defaults(func=cmd_generate)

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from generators.registry import POWERPAINT
+from generators.registry import POWERPAINT, get_config
 from nearid.offline.hub_layout import write_powerpaint_repo
 from storage import TableReader
 
@@ -42,9 +42,16 @@ def test_powerpaint_from_the_hubs_layout(tmp_path: Path, tiny_models_dir: Path, 
     again = _cli("convert-weights", str(snapshot), env=env)
     assert "wrote" not in again.stdout  # once is enough
 
-    made = _cli(*generate, env=env)
+    bogus = _cli(*generate, "--revision", f"{POWERPAINT.hub_id}=0123abcd", env=env)  # a commit not in the cache
+    errors = [line for line in bogus.stderr.splitlines() if line.startswith("error:")]
+    assert bogus.returncode == 2 and len(errors) == 1 and "Traceback" not in bogus.stderr, bogus.stderr
+
+    made = _cli(*generate, "--revision", f"{POWERPAINT.hub_id}={snapshot.name}", env=env)  # pinned
     assert made.returncode == 0, made.stderr[-3000:]
     rows = list(TableReader(dataset_copy, "distractors/powerpaint").iter_rows())
     assert rows and all(row["nimg1"] is not None for row in rows)
     assert {tuple(row["model_ids"]) for row in rows} == {(POWERPAINT.hub_id, POWERPAINT.hub_id)}
     assert {tuple(row["model_revisions"]) for row in rows} == {(snapshot.name, snapshot.name)}  # the commit used
+    pinned = get_config("powerpaint").with_overrides(steps=2, resolution=64, output_size=64)
+    pinned = pinned.with_revisions({POWERPAINT.hub_id: snapshot.name})
+    assert {row["params_hash"] for row in rows} == {pinned.params_hash()}  # the pin is part of the hash
