@@ -118,7 +118,7 @@ def plan_shards(
 def prune_stale_shards(root: str, configurations: Sequence[str], planned: Sequence[ShardJob]) -> list[str]:
     """Drop manifest entries of these configurations' tables that no planned shard covers (fewer
     identity shards than before), with their rejects; returns the dropped paths."""
-    from generators.run import rejects_path
+    from generators.shard_job import rejects_path
     from storage import distractors_table, load_manifest
     from storage.manifest import drop_shards
 
