@@ -72,6 +72,8 @@ class Slot:
 
     name: str
     device: str | None
+    threads: int = 0
+    """CPU threads a CPU slot's child may use (its share of the cores; 0: leave torch's default)."""
 
     @property
     def is_gpu(self) -> bool:
@@ -87,6 +89,8 @@ class Slot:
         env = dict(os.environ if base is None else base)
         env["CUDA_VISIBLE_DEVICES"] = self.device or ""
         env["PYTHONUNBUFFERED"] = "1"
+        if self.threads and "OMP_NUM_THREADS" not in env:  # oversubscribed CPU slots burn ~17x the CPU
+            env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(self.threads)
         return env
 
 
@@ -204,7 +208,8 @@ class SlotPool:
         if len(set(gpus)) != len(gpus):
             raise ValueError(f"duplicate devices in {list(devices)}")
         self.lock_dir = Path(lock_dir).absolute()
-        self.slots = [Slot(_lock_name(device, i), device) for i, device in enumerate(devices)]
+        threads = 0 if gpus else max(1, (os.cpu_count() or 1) // len(devices))  # CPU slots share the cores
+        self.slots = [Slot(_lock_name(device, i), device, threads) for i, device in enumerate(devices)]
         self._next = 0
         self._next_guard = threading.Lock()
 

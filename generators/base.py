@@ -143,8 +143,11 @@ class Generator(ABC):
             revisions.append(None if local else resolved_revision(ref.hub_id, ref.revision))
         return ids, revisions
 
-    def load(self, device: str = "cpu", dtype: str = "float32") -> None:
-        """Load the models once; they stay resident for every batch after."""
+    def load(self, device: str = "cpu", dtype: str = "auto") -> None:
+        """Load the models once; they stay resident for every batch after. ``auto``: bfloat16 on CUDA (every
+        family runs in it; FLUX and Qwen need it), float32 elsewhere."""
+        if dtype == "auto":
+            dtype = "bfloat16" if str(device).startswith("cuda") else "float32"
         if dtype not in DTYPES:
             raise ValueError(f"unknown dtype {dtype!r}; valid: {', '.join(DTYPES)}")
         self.dtype = DTYPES[dtype]

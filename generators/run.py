@@ -111,7 +111,7 @@ def generate_distractors(
     shards: str | None = None,
     force: bool = False,
     device: str = "cpu",
-    dtype: str = "float32",
+    dtype: str = "auto",
     model_dir: str | None = None,
     overrides: Mapping[str, Any] | None = None,
     progress: bool = True,

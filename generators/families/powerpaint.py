@@ -11,10 +11,9 @@ from nearid.common.weights import require_weights
 
 
 class PowerPaintGenerator(Generator):
-    """UniPC, CFG 7.5, BrushNet scale 1.0; the pipeline paints one image per call."""
+    """UniPC, CFG 7.5, BrushNet scale 1.0; batches paint every image with its own generator."""
 
     family = "powerpaint"
-    batchable = False
 
     def _folders(self) -> tuple[Path, Path]:
         checkpoint, base = self.config.model("checkpoint"), self.config.model("base")
@@ -34,14 +33,12 @@ class PowerPaintGenerator(Generator):
         self.pipe.set_progress_bar_config(disable=True)
 
     def _run(self, items: list[WorkItem]) -> list[Image.Image]:
-        (item,) = items
-        self.seed_global(item.request.seed)
         return self.pipe(
-            prompt=item.request.prompt,
-            image=item.image,
-            mask_image=item.mask_image,
+            prompt=[item.request.prompt for item in items],
+            image=[item.image for item in items],
+            mask_image=[item.mask_image for item in items],
             num_inference_steps=self.config.steps,
             guidance_scale=self.config.guidance,
             brushnet_conditioning_scale=self.config.extra("brushnet_conditioning_scale", 1.0),
-            generator=self.seeded_generator(item.request.seed),
+            generator=[self.seeded_generator(item.request.seed) for item in items],
         ).images

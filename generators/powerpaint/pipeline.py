@@ -65,6 +65,10 @@ def prepare_mask_and_masked_image(
     return pixels * (1.0 - hole) * 2.0 - 1.0, hole
 
 
+def _as_list(value: Any) -> list:
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
 class PowerPaintPipeline(DiffusionPipeline):
     """PowerPaint v2 text-guided object inpainting: BrushNet branch + base SD1.5 UNet, UniPC, CFG."""
 
@@ -136,13 +140,18 @@ class PowerPaintPipeline(DiffusionPipeline):
         hidden = text_encoder(tokens.input_ids.to(self._execution_device))[0]
         return hidden.to(dtype=self.unet.dtype)
 
-    def encode_prompts(self, prompt: str, negative_prompt: str, guidance: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(base, branch)`` embeddings, each ``[uncond, cond]`` when ``guidance`` else ``[cond]``.
+    def encode_prompts(
+        self, prompts: list[str], negative_prompt: str, guidance: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(base, branch)`` embeddings, each ``[uncond x B, cond x B]`` when ``guidance`` else ``[cond x B]``.
 
-        The base UNet reads the object description; the branch reads the object-insertion task prompt.
+        The base UNet reads the object descriptions; the branch reads the object-insertion task prompt.
         """
-        base_texts = [negative_prompt, prompt] if guidance else [prompt]
-        branch_texts = [OBJECT_NEGATIVE_PROMPT, OBJECT_PROMPT] if guidance else [OBJECT_PROMPT]
+        batch = len(prompts)
+        base_texts = [negative_prompt] * batch + prompts if guidance else prompts
+        branch_texts = (
+            [OBJECT_NEGATIVE_PROMPT] * batch + [OBJECT_PROMPT] * batch if guidance else [OBJECT_PROMPT] * batch
+        )
         base = self._encode(self.tokenizer, self.text_encoder, base_texts)
         branch_texts = [expand_task_tokens(text) for text in branch_texts]
         branch = self._encode(self.tokenizer_brushnet, self.text_encoder_brushnet, branch_texts)
@@ -165,35 +174,50 @@ class PowerPaintPipeline(DiffusionPipeline):
     @torch.no_grad()
     def __call__(
         self,
-        prompt: str,
-        image: PIL.Image.Image,
-        mask_image: PIL.Image.Image,
+        prompt: str | list[str],
+        image: PIL.Image.Image | list[PIL.Image.Image],
+        mask_image: PIL.Image.Image | list[PIL.Image.Image],
         negative_prompt: str = "",
         num_inference_steps: int = 45,
         guidance_scale: float = 7.5,
         brushnet_conditioning_scale: float = 1.0,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
         output_type: str = "pil",
     ) -> ImagePipelineOutput:
-        """Paint ``prompt`` into the white area of ``mask_image``; the output has the size of ``image``."""
+        """Paint each prompt into the white area of its mask; outputs have their image's size. A batch is lists
+        of equal-size images with one generator each: every image then equals the one it gives alone."""
         # 1. Check inputs
-        self.check_inputs(prompt, image, mask_image, negative_prompt, num_inference_steps, output_type)
+        prompts, images = _as_list(prompt), _as_list(image)
+        masks, generators = _as_list(mask_image), _as_list(generator) if generator is not None else None
+        if len({len(prompts), len(images), len(masks), len(generators or images)}) != 1:
+            raise ValueError("prompt, image, mask_image and generator lists must have the same length")
+        for text, picture, mask in zip(prompts, images, masks, strict=True):
+            self.check_inputs(text, picture, mask, negative_prompt, num_inference_steps, output_type)
+        if len({picture.size for picture in images}) != 1:
+            raise ValueError(f"a batch needs images of one size, got {sorted({p.size for p in images})}")
         device = self._execution_device
         guidance = guidance_scale > 1.0
 
         # 2. Encode the two text paths
-        base_embeds, branch_embeds = self.encode_prompts(prompt, negative_prompt, guidance)
+        base_embeds, branch_embeds = self.encode_prompts(prompts, negative_prompt, guidance)
 
-        # 3. Timesteps and initial noise
+        # 3. Timesteps and initial noise, one generator per image
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         timesteps = self.scheduler.timesteps
-        height, width = image.height // self.vae_scale_factor, image.width // self.vae_scale_factor
-        shape = (1, self.unet.config.in_channels, height, width)
-        latents = randn_tensor(shape, generator=generator, device=device, dtype=self.unet.dtype)
-        latents = latents * self.scheduler.init_noise_sigma
+        height, width = images[0].height // self.vae_scale_factor, images[0].width // self.vae_scale_factor
+        rngs = generators or [None] * len(images)
+        noise = [
+            randn_tensor(
+                (1, self.unet.config.in_channels, height, width), generator=g, device=device, dtype=self.unet.dtype
+            )
+            for g in rngs
+        ]
+        latents = torch.cat(noise) * self.scheduler.init_noise_sigma
 
-        # 4. Branch conditioning: masked-image latents + known-pixel mask
-        conditioning = self.prepare_conditioning(image, mask_image, generator)
+        # 4. Branch conditioning: masked-image latents + known-pixel mask, each image with its own generator
+        conditioning = torch.cat(
+            [self.prepare_conditioning(p, m, g) for p, m, g in zip(images, masks, rngs, strict=True)]
+        )
         if guidance:
             conditioning = torch.cat([conditioning] * 2)
 

@@ -9,6 +9,9 @@ import json
 from nearid.cli.args import add_progress, key_value, positive_int
 
 
+DTYPE_CHOICES = ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16")  # generators.base.DTYPES
+
+
 def hub_pin(text: str) -> tuple[str, str]:
     """``org/name=commit``: the commit is kept as text (a commit of digits only is still a commit)."""
     hub_id, _, commit = text.partition("=")
@@ -85,7 +88,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--splits", default=None, help="only identities of these splits, e.g. test or val,test")
     p.add_argument("--force", action="store_true", help="regenerate shards even when complete")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda:0 (default: cpu)")
-    p.add_argument("--dtype", default="float32", help="float32, bf16 or fp16 (FLUX and Qwen refuse fp16)")
+    p.add_argument(
+        "--dtype",
+        default="auto",
+        choices=DTYPE_CHOICES,
+        help="auto: bf16 on CUDA, float32 on CPU (FLUX and Qwen refuse fp16)",
+    )
     p.add_argument("--model-dir", default=None, help="folder with one sub-folder per model (e.g. tiny models)")
     p.add_argument("--batch-size", type=positive_int, default=None, help="images per pipeline call")
     p.add_argument(

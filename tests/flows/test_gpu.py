@@ -281,3 +281,14 @@ def test_output_lines_reach_the_prefect_run_log(prefect_api, tmp_path: Path) -> 
         return any(log.message == "[child] hello from the child" for log in logs)
 
     _wait_for(logged, 20, "the child's line in the API logs")
+
+
+def test_cpu_slots_share_the_cores(tmp_path) -> None:
+    """Each CPU slot's child gets its share of the cores as OMP threads (unless the user chose), never all of them."""
+    cores = os.cpu_count() or 1
+    two = SlotPool([None, None], tmp_path / "two")
+    env = two.slots[0].env({"PATH": "/bin"})
+    assert env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == str(max(1, cores // 2))
+    assert SlotPool([None], tmp_path / "one").slots[0].env({})["OMP_NUM_THREADS"] == str(cores)
+    assert two.slots[1].env({"OMP_NUM_THREADS": "3"})["OMP_NUM_THREADS"] == "3"  # the user's choice wins
+    assert "OMP_NUM_THREADS" not in SlotPool(["0", "1"], tmp_path / "gpu").slots[0].env({})

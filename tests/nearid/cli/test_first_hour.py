@@ -128,3 +128,13 @@ def test_quiet_hides_progress_and_pipes_get_bounded_log_lines(procedural_root: s
 
     quiet = _cli("-q", "validate", procedural_root, "--no-checksum", env={"NEARID_PROGRESS": "bar"})
     assert quiet.returncode == 0 and "validate" not in quiet.stderr and "%" not in quiet.stderr
+
+
+def test_dtype_choices_match_the_generators() -> None:
+    from generators.base import DTYPES
+    from nearid.cli.generate import DTYPE_CHOICES
+
+    assert (
+        set(DTYPE_CHOICES) == {"auto", *DTYPES}
+        and build_parser().parse_args(["generate", "--data", "d", "--config", "x"]).dtype == "auto"
+    )
