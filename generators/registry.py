@@ -26,12 +26,19 @@ POWERPAINT_BASE = ModelRef(
 )
 
 
+def default_batch(resolution: int) -> int:
+    """Images per pipeline call: 4 at 512 and 640, 2 at 1024, 1 at 1328. Set from weights plus activations to fit
+    an 80 GB card in bf16, not yet measured on one (``benchmarks/gpu_generation.py`` prints the peak per batch)."""
+    return 4 if resolution <= 640 else 2 if resolution <= 1024 else 1
+
+
 def _flux_fill(resolution: int) -> GeneratorConfig:
     return GeneratorConfig(
         name=f"flux-fill-{resolution}",
         family="flux-fill",
         models=(FLUX_FILL,),
         resolution=resolution,
+        batch_size=default_batch(resolution),
         steps=50,
         guidance=30.0,
         scheduler="FlowMatchEulerDiscrete (pipeline default, dynamic shift)",
@@ -46,6 +53,7 @@ def _flux_canny(resolution: int) -> GeneratorConfig:
         family="flux-canny",
         models=(FLUX_CANNY,),
         resolution=resolution,
+        batch_size=default_batch(resolution),
         steps=28,
         guidance=7.0,
         strength=0.99,
@@ -61,6 +69,7 @@ def _sdxl(resolution: int) -> GeneratorConfig:
         family="sdxl-inpaint",
         models=(SDXL_INPAINT,),
         resolution=resolution,
+        batch_size=default_batch(resolution),
         size_multiple=8,
         steps=30,
         guidance=8.0,
@@ -77,6 +86,7 @@ def _qwen(resolution: int) -> GeneratorConfig:
         family="qwen-inpaint",
         models=(QWEN_IMAGE, QWEN_CONTROLNET, QWEN_LIGHTNING),
         resolution=resolution,
+        batch_size=default_batch(resolution),
         steps=8,
         guidance=1.0,  # Qwen-Image's true CFG scale; 1.0: one pass, no negative branch (Lightning)
         negative_prompt=" ",
@@ -104,6 +114,7 @@ _CONFIGS: tuple[GeneratorConfig, ...] = (
         family="powerpaint",
         models=(POWERPAINT, POWERPAINT_BASE),
         resolution=640,
+        batch_size=default_batch(640),
         resize_mode="shortest-side",
         size_multiple=8,
         steps=45,
