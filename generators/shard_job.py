@@ -120,6 +120,8 @@ class ShardGenerator:
                 "images_written": self._written,
                 "images_rejected": len(self._rejects),
                 "generate_ms": round(1000 * self._seconds),
+                "device": str(self.generator.device),
+                "dtype": self.generator.dtype,  # "auto" resolved: provenance of the precision used
             }
             entry = writer.close(stats=stats)
         with ShardWriter(self.root, "rejects", rejects_path(config.name, index), digest) as reject_writer:

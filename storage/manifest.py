@@ -58,7 +58,9 @@ class ShardEntry:
     sha256: str
     config_hash: str
     written_at: str = field(default_factory=utc_now)
-    stats: dict[str, int] = field(default_factory=dict)
+    stats: dict[str, int | str] = field(default_factory=dict)
+    """Counts (rows in, images written, ...) and the producer's settings that are not in its hash (its device and
+    dtype, say), for provenance."""
     generation: int = 0
     """The manifest generation that committed this entry."""
     fingerprint: str = ""
@@ -87,7 +89,7 @@ class ShardEntry:
                 sha256=str(data["sha256"]),
                 config_hash=str(data["config_hash"]),
                 written_at=str(data.get("written_at", "")),
-                stats={str(k): int(v) for k, v in data.get("stats", {}).items()},
+                stats={str(k): v if isinstance(v, str) else int(v) for k, v in data.get("stats", {}).items()},
                 generation=int(data.get("generation", 0)),
                 fingerprint=str(data.get("fingerprint", "")),
             )

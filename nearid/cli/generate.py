@@ -92,7 +92,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--dtype",
         default="auto",
         choices=DTYPE_CHOICES,
-        help="auto: bf16 on CUDA, float32 on CPU (FLUX and Qwen refuse fp16)",
+        help="auto: bf16 on CUDA, float32 on CPU (FLUX and Qwen refuse fp16); recorded in each shard's manifest entry",
     )
     p.add_argument("--model-dir", default=None, help="folder with one sub-folder per model (e.g. tiny models)")
     p.add_argument("--batch-size", type=positive_int, default=None, help="images per pipeline call")

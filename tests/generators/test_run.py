@@ -57,6 +57,10 @@ def test_generate_resume_force_and_provenance(data: str, tiny_models_dir) -> Non
         e.stats["images_in"] == e.stats["images_written"] + e.stats["images_rejected"]
         for e in manifest.table("distractors/flux-fill-512")
     )
+    # --dtype auto resolved on the CPU, recorded with each shard
+    assert {(e.stats["device"], e.stats["dtype"]) for e in manifest.table("distractors/flux-fill-512")} == {
+        ("cpu", "float32")
+    }
     assert [p for p in validate(data, progress=False) if p.severity == "error"] == []
 
 
