@@ -57,15 +57,10 @@ def generate_task(
 @task(name="contact-sheet")
 def contact_sheet_task(root: str, folder: str) -> str:
     """The contact sheet of the first test identity: its views, masks and every configuration's distractors."""
-    import pyarrow.dataset as ds
-
     from nearid.visual import write_contact_sheet
-    from storage import data_files
+    from storage.splits_view import split_ids
 
-    table = ds.dataset(data_files(root, "identities")).to_table(columns=["id", "split"])
-    identity = min(
-        i for i, split in zip(table["id"].to_pylist(), table["split"].to_pylist(), strict=True) if split == "test"
-    )
+    identity = min(split_ids(root)["test"])
     return str(write_contact_sheet(root, identity, Path(folder) / f"id-{identity}.png"))
 
 

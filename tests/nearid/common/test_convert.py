@@ -42,7 +42,7 @@ def test_conversion_is_exact_and_runs_no_code(tmp_path: Path) -> None:
 
     hostile = tmp_path / "hostile"
     hostile.mkdir()
-    (hostile / "pytorch_model.bin").write_bytes(pickle.dumps(_Payload(tmp_path / "pwned")))
+    (hostile / "pytorch_model.bin").write_bytes(pickle.dumps(_Payload(tmp_path / "pwned"), protocol=2))
     with pytest.raises(pickle.UnpicklingError):
         convert_pickles(hostile)
     assert not (tmp_path / "pwned").exists() and not list(hostile.glob("*.safetensors*"))
