@@ -15,7 +15,8 @@ Which devices become slots, first match wins:
 4. ``nvidia-smi -L`` (no torch import), else no GPU.
 
 Without GPUs there are ``NEARID_CPU_SLOTS`` CPU slots (default 1), whose children see
-``CUDA_VISIBLE_DEVICES=""`` and run on the CPU.
+``CUDA_VISIBLE_DEVICES=""`` and run on the CPU, each with its share of the cores; a GPU worker sets
+``NEARID_REQUIRE_GPU=1`` so that finding no GPU is an error instead of a silent CPU run.
 """
 
 from __future__ import annotations
@@ -128,6 +129,11 @@ def slot_devices(environ: Mapping[str, str] | None = None) -> list[str | None]:
         devices = [str(i) for i in range(count_gpus())]
     if devices:
         return list(devices)
+    if env.get("NEARID_REQUIRE_GPU", "").strip().lower() in ("1", "true", "yes"):
+        raise RuntimeError(
+            "NEARID_REQUIRE_GPU is set but this worker sees no GPU (no NEARID_GPU_DEVICES, no CUDA_VISIBLE_DEVICES, "
+            "nvidia-smi lists none): refusing to run GPU work on the CPU in float32"
+        )
     cpu = int(env.get("NEARID_CPU_SLOTS", "1") or "1")
     if cpu < 1:
         raise ValueError(f"NEARID_CPU_SLOTS must be >= 1, got {cpu}")

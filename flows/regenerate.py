@@ -67,10 +67,12 @@ class ShardRunOptions:
     slot_dir: str | None = None
 
 
-def shard_selection(shards: str | Sequence[int] | None) -> str | None:
-    """A flow parameter (``"0-3,7"``, ``[3, 7]`` or None for all) as ``nearid generate --shards`` text."""
+def shard_selection(shards: str | int | Sequence[int] | None) -> str | None:
+    """A flow parameter (``"0-3,7"``, ``3``, ``[3, 7]`` or None for all) as ``nearid generate --shards`` text."""
     if shards is None or isinstance(shards, str):
         return shards
+    if isinstance(shards, int):
+        return str(shards)
     return ",".join(str(int(k)) for k in shards)
 
 
@@ -184,8 +186,11 @@ def _is_complete(root: str, job: ShardJob) -> bool:
 
 
 def _retry_on_command_failure(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry a shard whose child failed (e.g. a transient CUDA error), not one that timed out or was refused."""
-    return isinstance(state.result(raise_on_failure=False), CommandFailed)
+    """Retry a shard whose child crashed (e.g. a transient CUDA error), not one that timed out, and not one the
+    CLI refused with its one-line error (exit status 2: missing weights, a bad option): that fails the same way
+    every time."""
+    failure = state.result(raise_on_failure=False)
+    return isinstance(failure, CommandFailed) and failure.returncode != 2
 
 
 @task(
@@ -269,7 +274,7 @@ def validate_dataset(root: str, decode: bool = True, allow_partial: bool = False
 def regenerate_flow(
     root: str,
     configurations: list[str],
-    shards: str | list[int] | None = None,
+    shards: str | int | list[int] | None = None,
     force: bool = False,
     model_dir: str | None = None,
     device: str = "auto",

@@ -292,3 +292,11 @@ def test_cpu_slots_share_the_cores(tmp_path) -> None:
     assert SlotPool([None], tmp_path / "one").slots[0].env({})["OMP_NUM_THREADS"] == str(cores)
     assert two.slots[1].env({"OMP_NUM_THREADS": "3"})["OMP_NUM_THREADS"] == "3"  # the user's choice wins
     assert "OMP_NUM_THREADS" not in SlotPool(["0", "1"], tmp_path / "gpu").slots[0].env({})
+
+
+def test_a_gpu_worker_without_gpus_fails_loudly() -> None:
+    env = {"CUDA_VISIBLE_DEVICES": "", "NEARID_REQUIRE_GPU": "1", "PATH": ""}  # no nvidia-smi on PATH either
+    with pytest.raises(RuntimeError, match="sees no GPU"):
+        slot_devices(env)
+    assert slot_devices({"CUDA_VISIBLE_DEVICES": "", "PATH": ""}) == [None]  # without the flag: CPU slots
+    assert slot_devices({"CUDA_VISIBLE_DEVICES": "0", "NEARID_REQUIRE_GPU": "1"}) == ["0"]

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -35,6 +36,11 @@ def test_import_is_light() -> None:
 
 def test_parameter_parsing() -> None:
     assert shard_selection(None) is None and shard_selection("0-3,7") == "0-3,7" and shard_selection([3, 7]) == "3,7"
+    assert shard_selection(3) == "3"  # `prefect deployment run ... -p shards=3`
+    from flows.regenerate import regenerate_flow
+
+    for given in (3, "3", [3], "0-3,7"):  # Prefect's own validation of a deployment's parameters
+        assert regenerate_flow.validate_parameters({"root": "/d", "configurations": ["null"], "shards": given})
     assert split_selection(None) is None and split_selection("test,val, test") == ("test", "val")
     assert split_selection(["test"]) == ("test",)
     with pytest.raises(ValueError, match="unknown splits"):
@@ -178,17 +184,18 @@ def test_a_failing_shard_fails_the_run_naming_it(prefect_api, dataset_copy: str,
 
     empty_models = tmp_path / "no-models"
     empty_models.mkdir()
+    start = time.monotonic()
     state = regenerate_flow(
         root=dataset_copy,
         configurations=["flux-fill-512", "null"],
         shards="0",
         model_dir=str(empty_models),
         overrides=FAST,
-        retries=0,
+        retries=1,  # missing weights fail the same way every time: no retry, no 30 s wait
         slot_dir=str(tmp_path / "slots"),
         return_state=True,
     )
-    assert state.is_failed()
+    assert state.is_failed() and time.monotonic() - start < 30
     with pytest.raises(RuntimeError, match=r"1 of 2 shards failed:\ndistractors/flux-fill-512/shard-00000.parquet"):
         state.result()
     manifest = load_manifest(dataset_copy)
