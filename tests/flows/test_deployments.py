@@ -30,8 +30,10 @@ def test_prefect_accepts_the_file(spec: dict) -> None:
     model = PrefectYamlModel.model_validate(spec)
     assert [d.name for d in model.deployments] == ["rebuild-dataset", "regenerate", "retrain-and-benchmark"]
     assert all(d.work_pool.name == "gpu" for d in model.deployments)
-    pull = spec["pull"][0]["prefect.deployments.steps.set_working_directory"]
-    assert pull["directory"] == "{{ $NEARID_PROJECT_DIR }}"  # resolved on the worker at run time
+    read, cd = spec["pull"]
+    assert read["prefect.deployments.steps.run_shell_script"]["script"] == "echo $NEARID_PROJECT_DIR"
+    assert cd["prefect.deployments.steps.set_working_directory"]["directory"] == "{{ project.stdout }}"
+    assert "{{ $" not in yaml.safe_dump(spec["pull"])  # nothing is frozen at deploy time
 
 
 def test_deployments_build_offline_with_their_schedules_and_parameters(spec: dict) -> None:

@@ -244,7 +244,8 @@ def test_regenerate_deployment_survives_a_killed_worker(tmp_path: Path, tiny_mod
                 TIMINGS["worker start"] = time.monotonic() - start
 
                 start = time.monotonic()
-                deployment = _deploy_regenerate(client, worker_env)
+                # deployed from a machine whose NEARID_PROJECT_DIR is elsewhere: the worker's value must win
+                deployment = _deploy_regenerate(client, {**worker_env, "NEARID_PROJECT_DIR": "/not/on/the/worker"})
                 TIMINGS["prefect deploy"] = time.monotonic() - start
                 assert deployment.work_pool_name == "gpu"
                 assert deployment.entrypoint == "flows/regenerate.py:regenerate_flow"
