@@ -19,8 +19,15 @@ from prefect import flow, task
 from flows.logs import run_logger
 
 
-AUGMENTATIONS = ("flip_prob", "jitter_prob", "affine_prob", "anchor_mask_prob", "positive_mask_prob")
-NO_AUGMENTATION = dict.fromkeys((*AUGMENTATIONS, "distractor_mask_prob"), 0.0)  # every probability of DataConfig
+AUGMENTATIONS = (
+    "flip_prob",
+    "jitter_prob",
+    "affine_prob",
+    "anchor_mask_prob",
+    "positive_mask_prob",
+    "distractor_mask_prob",
+)
+NO_AUGMENTATION = dict.fromkeys(AUGMENTATIONS, 0.0)  # every augmentation probability of DataConfig
 DEMO_TRAINING = {
     "data": NO_AUGMENTATION,
     "optim": {"lr": 3e-3, "weight_decay": 1e-4, "warmup_steps": 20, "global_batch": 32},

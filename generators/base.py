@@ -30,7 +30,7 @@ from generators.policy import (
     working_size,
 )
 from nearid.common.masks import inpaint_region
-from nearid.common.weights import require_weights
+from nearid.common.weights import cached_snapshot, require_weights
 
 
 logger = logging.getLogger(__name__)
@@ -65,12 +65,8 @@ class InpaintRequest:
 def resolved_revision(hub_id: str, revision: str | None) -> str:
     """The commit ``revision`` (default: main) of ``hub_id`` resolves to in the local Hugging Face cache, else the
     name asked for (nothing cached yet)."""
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(snapshot_download(hub_id, revision=revision, local_files_only=True)).name
-    except (OSError, ValueError):  # LocalEntryNotFoundError is an OSError
-        return revision or "main"
+    snapshot = cached_snapshot(hub_id, revision)
+    return snapshot.name if snapshot is not None else revision or "main"
 
 
 @dataclass(frozen=True)

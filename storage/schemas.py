@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -154,11 +155,19 @@ REJECTS = TableSpec(
 _CONFIG_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 
 
+DISTRACTORS_PREFIX = "distractors/"
+
+
 def distractors_table(config: str) -> str:
     """The table name of one generator configuration's distractors."""
     if not _CONFIG_NAME.match(config):
         raise ValueError(f"invalid configuration name {config!r}: use lower-case letters, digits, '.', '_', '-'")
-    return f"distractors/{config}"
+    return DISTRACTORS_PREFIX + config
+
+
+def distractor_configs(tables: Iterable[str]) -> list[str]:
+    """The configurations of the distractor tables among ``tables``, sorted."""
+    return sorted(t[len(DISTRACTORS_PREFIX) :] for t in tables if t.startswith(DISTRACTORS_PREFIX))
 
 
 def spec_for_table(table: str) -> TableSpec:

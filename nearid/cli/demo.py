@@ -83,10 +83,12 @@ def print_headline(results: dict, args: argparse.Namespace) -> None:
             f" {source} identities; the frozen encoder for {before['sample_wins']}:\nSSR {before['ssr']:.1f} ->"
             f" {after['ssr']:.1f} ({after['ssr'] - before['ssr']:+.1f} points)."
         )
-    print(
-        "procedural scores lowest because its distractors are real look-alike objects; the tiny pipelines paint"
-        "\nnoise into the mask, which is easy to tell apart from an object."
-    )
+    scored = {source: v["ssr"] for source, v in trained["nearid"]["full"]["sources"].items() if v["ssr"] is not None}
+    if scored and min(scored, key=scored.__getitem__) == "procedural":  # said only when it is true
+        print(
+            "procedural scores lowest because its distractors are real look-alike objects; the tiny pipelines paint"
+            "\nnoise into the mask, which is easy to tell apart from an object."
+        )
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -9,7 +9,6 @@ retries ending in two tracebacks.
 
 from __future__ import annotations
 
-import os
 import re
 import socket
 from pathlib import Path
@@ -50,12 +49,15 @@ class WeightsUnavailable(FileNotFoundError):
     """A model is neither a local folder, nor in the Hugging Face cache, nor downloadable from here."""
 
 
-def in_hub_cache(repo_id: str) -> bool:
-    """Whether a snapshot of ``repo_id`` (a model repository) is in the local Hugging Face cache."""
-    from huggingface_hub import constants
+def cached_snapshot(repo_id: str, revision: str | None = None) -> Path | None:
+    """The local Hugging Face cache's snapshot of ``repo_id`` at ``revision`` (default: main), named by its commit;
+    None when it is not cached. Never touches the network."""
+    from huggingface_hub import snapshot_download
 
-    snapshots = Path(constants.HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}" / "snapshots"
-    return snapshots.is_dir() and any(snapshots.iterdir())
+    try:
+        return Path(snapshot_download(repo_id, revision=revision, local_files_only=True))
+    except (OSError, ValueError):  # not cached (LocalEntryNotFoundError is an OSError), or not a repository id
+        return None
 
 
 def hub_reachable(timeout_s: float = 3.0) -> bool:
@@ -81,9 +83,11 @@ def require_weights(name_or_path: str | Path, hint: str = "", recursive: bool = 
         return
     if not HUB_ID.fullmatch(name):
         raise FileNotFoundError(f"{name}: no such folder{suffix}")
-    if in_hub_cache(name):
+    if cached_snapshot(name) is not None:
         return
-    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
         raise WeightsUnavailable(
             f"{name} is not a local folder nor in the Hugging Face cache (HF_HUB_OFFLINE){suffix}"
         )

@@ -14,19 +14,11 @@ from pathlib import Path
 from PIL import Image
 
 from nearid.visual.tiles import Tile, mask_image, tile_grid
-from storage import TableReader, load_manifest
-from storage.schemas import MAX_VIEWS
+from storage import TableReader, distractors_table, load_manifest
+from storage.schemas import MAX_VIEWS, distractor_configs
 
 
 logger = logging.getLogger(__name__)
-
-DISTRACTOR_PREFIX = "distractors/"
-
-
-def distractor_configs(root: str) -> list[str]:
-    """Every distractor configuration with shards in ``root``, sorted."""
-    tables = load_manifest(root).tables()
-    return sorted(t[len(DISTRACTOR_PREFIX) :] for t in tables if t.startswith(DISTRACTOR_PREFIX))
 
 
 def _qc(values: Sequence[float | None] | None, view: int) -> str:
@@ -53,9 +45,9 @@ def contact_sheet(root: str, identity_id: int, configs: Sequence[str] | None = N
             ],
         ),
     ]
-    for config in configs if configs is not None else distractor_configs(root):
+    for config in configs if configs is not None else distractor_configs(load_manifest(root).tables()):
         try:
-            row = TableReader(root, DISTRACTOR_PREFIX + config).get(int(identity_id))
+            row = TableReader(root, distractors_table(config)).get(int(identity_id))
         except KeyError:  # this configuration did not generate this identity (a split it skipped, a reject)
             rows.append((config, [Tile(None, ("not generated",)) for _ in views]))
             continue

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,11 +38,11 @@ def mask_image(mask: np.ndarray) -> Image.Image:
     return Image.fromarray(np.where(np.asarray(mask, dtype=bool), 255, 0).astype(np.uint8)).convert("RGB")
 
 
-def jpeg_data_uri(image: Image.Image, quality: int = 82) -> str:
-    """A ``data:`` URI of the image as JPEG, for self-contained HTML pages that stay small."""
+def jpeg_bytes(image: Image.Image, quality: int = 80) -> bytes:
+    """The image as JPEG, for pages that must stay small (the report inlines them as ``data:`` URIs)."""
     buffer = io.BytesIO()
-    image.convert("RGB").save(buffer, format="JPEG", quality=quality, optimize=True)
-    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    image.convert("RGB").save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
 
 
 def tile_grid(rows: Sequence[tuple[str, Sequence[Tile]]], tile: int = 160, label_width: int = 110) -> Image.Image:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from nearid.cli import main
 from nearid.common.procedural import ProceduralConfig, plan_identities, render_identity
@@ -196,10 +199,6 @@ def test_exports_load_with_the_lines_their_cards_show(tmp_path: Path) -> None:
     """Each exported dataset's README (YAML front matter, loading lines) works in a fresh process: the
     ``DatasetDict`` through ``load_from_disk`` (the authors' evaluation reads its keys) and ``load_dataset(...,
     split="train")`` (their training script's positives loader)."""
-    import subprocess
-    import sys
-
-    import yaml
 
     official = tmp_path / "official"
     build_official(official)

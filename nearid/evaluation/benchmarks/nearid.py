@@ -36,6 +36,7 @@ from nearid.evaluation.projection import DEFAULT_GAMMA, kernel_pca
 from storage.codecs import DecodeError, decode_mask, decode_rgb
 from storage.fs import join, resolve
 from storage.manifest import load_manifest
+from storage.schemas import distractor_configs
 
 
 logger = logging.getLogger(__name__)
@@ -114,7 +115,7 @@ class NearIDBenchmark:
         tables = load_manifest(root).tables()
         if "identities" not in tables:
             raise ValueError(f"{root} has no identities table")
-        available = sorted(t.split("/", 1)[1] for t in tables if t.startswith("distractors/"))
+        available = distractor_configs(tables)
         if sources is None:
             chosen = [s for s in available if s not in NOT_SOURCES]
         else:

@@ -9,7 +9,6 @@ where the data is not says so instead.
 
 from __future__ import annotations
 
-import io
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,8 +16,8 @@ from typing import Any
 
 from nearid.evaluation.benchmarks.nearid import VIEW_PAIRS
 from nearid.evaluation.report.blocks import Gallery, GalleryItem, Section, dig
-from nearid.visual import thumbnail
-from storage import TableReader
+from nearid.visual import jpeg_bytes, thumbnail
+from storage import TableReader, distractors_table
 
 
 logger = logging.getLogger(__name__)
@@ -27,6 +26,10 @@ THUMB_PX = 96
 """Thumbnail side: 40 examples of 3 JPEG thumbnails keep the page well under a megabyte of images."""
 PER_SOURCE = 2
 FAILURES = 6
+
+
+Scores = dict[int, tuple[list, list]]
+"""Identity id -> (view-pair cosines, view-distractor cosines) of one scorer on one source."""
 
 
 @dataclass(frozen=True)
@@ -39,13 +42,13 @@ class Trial:
     j: int
 
 
-def _scores(scorer: dict[str, Any], source: str) -> dict[int, tuple[list, list]]:
+def _scores(scorer: dict[str, Any], source: str) -> Scores:
     sims = dig(scorer, "nearid", "full", "sources", source, "similarities") or {}
     columns = (sims.get("ids", []), sims.get("views", []), sims.get("distractors", []))
     return {i: (v, d) for i, v, d in zip(*columns, strict=True)}
 
 
-def trial_scores(scores: dict[int, tuple[list, list]], trial: Trial) -> tuple[float, float] | None:
+def trial_scores(scores: Scores, trial: Trial) -> tuple[float, float] | None:
     """(s(view i, view j), s(view i, distractor i)) of a trial, or None when either is missing."""
     if trial.identity not in scores:
         return None
@@ -55,7 +58,7 @@ def trial_scores(scores: dict[int, tuple[list, list]], trial: Trial) -> tuple[fl
     return None if pos is None or neg is None else (pos, neg)
 
 
-def trials(scores: dict[int, tuple[list, list]], source: str, identity: int) -> Iterator[tuple[Trial, float]]:
+def trials(scores: Scores, source: str, identity: int) -> Iterator[tuple[Trial, float]]:
     """Every scored trial of an identity with its margin (positive: the true view wins)."""
     for i in range(len(scores[identity][1])):
         for j in range(len(scores[identity][1])):
@@ -65,49 +68,43 @@ def trials(scores: dict[int, tuple[list, list]], source: str, identity: int) -> 
                 yield trial, pair[0] - pair[1]
 
 
-def worst_trial(scores: dict[int, tuple[list, list]], source: str, identity: int) -> tuple[Trial, float] | None:
+def worst_trial(scores: Scores, source: str, identity: int) -> tuple[Trial, float] | None:
     """The identity's trial with the lowest margin: the sample succeeds exactly when this margin is > 0."""
     return min(trials(scores, source, identity), key=lambda t: t[1], default=None)
 
 
 class _Images:
-    """Thumbnails of stored views and distractors, read one row at a time."""
+    """Thumbnails of stored views and distractors: one row read per table and identity."""
 
     def __init__(self, root: str) -> None:
         self.root = root
         self.readers: dict[str, TableReader] = {}
 
-    def _get(self, table: str, identity: int, column: str) -> Any:
+    def _row(self, table: str, identity: int, columns: list[str]) -> dict[str, Any]:
         if table not in self.readers:
             self.readers[table] = TableReader(self.root, table)
-        return self.readers[table].get(identity, columns=["id", column])[column]
-
-    def jpeg(self, table: str, identity: int, column: str) -> bytes:
-        buffer = io.BytesIO()
-        thumbnail(self._get(table, identity, column), THUMB_PX).save(buffer, format="JPEG", quality=80)
-        return buffer.getvalue()
+        return self.readers[table].get(identity, columns=["id", *columns])
 
     def tuple_of(self, trial: Trial) -> tuple[bytes, ...]:
-        return (
-            self.jpeg("identities", trial.identity, f"images{trial.i + 1}"),
-            self.jpeg("identities", trial.identity, f"images{trial.j + 1}"),
-            self.jpeg(f"distractors/{trial.source}", trial.identity, f"nimg{trial.i + 1}"),
-        )
+        anchor, other, distractor = f"images{trial.i + 1}", f"images{trial.j + 1}", f"nimg{trial.i + 1}"
+        views = self._row("identities", trial.identity, [anchor, other])
+        painted = self._row(distractors_table(trial.source), trial.identity, [distractor])
+        pictures = (views[anchor], views[other], painted[distractor])
+        return tuple(jpeg_bytes(thumbnail(picture, THUMB_PX)) for picture in pictures)
 
 
-def _item(images: _Images, trial: Trial, scorers: list[dict[str, Any]]) -> GalleryItem:
+def _item(images: _Images, trial: Trial, scored: list[tuple[str, dict[str, Scores]]]) -> GalleryItem:
     lines = [f"{trial.source} · id {trial.identity} · view {trial.i + 1} vs {trial.j + 1}"]
-    for scorer in scorers:
-        pair = trial_scores(_scores(scorer, trial.source), trial)
+    for label, by_source in scored:
+        pair = trial_scores(by_source[trial.source], trial)
         if pair is not None:
             verdict = "✓" if pair[0] > pair[1] else "✗"
-            lines.append(f"{verdict} {scorer['label']}: view {pair[0]:.3f} · distractor {pair[1]:.3f}")
+            lines.append(f"{verdict} {label}: view {pair[0]:.3f} · distractor {pair[1]:.3f}")
     labels = ("anchor", "same object", "distractor")
     return GalleryItem(images.tuple_of(trial), labels, tuple(lines))
 
 
-def _examples(scorer: dict[str, Any], source: str) -> list[Trial]:
-    scores = _scores(scorer, source)
+def _examples(scores: Scores, source: str) -> list[Trial]:
     chosen = []
     for identity in sorted(scores):
         trial = Trial(source, identity, 0, 1)
@@ -118,10 +115,9 @@ def _examples(scorer: dict[str, Any], source: str) -> list[Trial]:
     return chosen
 
 
-def _worst(scorer: dict[str, Any], sources: list[str], keep: Any) -> list[Trial]:
+def _worst(by_source: dict[str, Scores], keep: Any) -> list[Trial]:
     found = []
-    for source in sources:
-        scores = _scores(scorer, source)
+    for source, scores in by_source.items():
         for identity in scores:
             worst = worst_trial(scores, source, identity)
             if worst is not None and keep(worst):
@@ -136,44 +132,41 @@ def gallery_section(results: dict[str, Any]) -> Section | None:
     if not scorers or not root:
         return None
     sources = list(scorers[0]["nearid"]["full"]["sources"])
-    if not any(_scores(scorers[0], source) for source in sources):
+    scored = [(s["label"], {source: _scores(s, source) for source in sources}) for s in scorers]
+    if not any(scored[0][1].values()):
         return None  # results written before per-identity similarities were recorded
     images = _Images(root)
+
+    def items(chosen: list[Trial]) -> tuple[GalleryItem, ...]:
+        return tuple(_item(images, trial, scored) for trial in chosen)
+
     blocks: list[Any] = []
     try:
-        examples = [trial for source in sources for trial in _examples(scorers[0], source)]
+        examples = [trial for source in sources for trial in _examples(scored[0][1][source], source)]
         caption = (
             f"The first {PER_SOURCE} identities of each source: an anchor view, another view of the same object, and "
             "the distractor in the anchor's background, with each scorer's cosine to both (✓: the view is closer)."
         )
-        blocks.append(Gallery("examples", "Examples per source", caption, _items(images, examples, scorers)))
-        trained = [s for s in scorers if s.get("training_sources")]
-        frozen = [s for s in scorers if not s.get("training_sources")]
+        blocks.append(Gallery("examples", "Examples per source", caption, items(examples)))
+        trained = [k for k, s in enumerate(scorers) if s.get("training_sources")]
+        frozen = [k for k, s in enumerate(scorers) if not s.get("training_sources")]
         if trained:
-            model = trained[0]
-            worst = _worst(model, sources, lambda t: t[1] <= 0)
-            caption = f"The identities {model['label']} gets most wrong: its lowest-margin trial each."
-            blocks.append(
-                Gallery("worst", "Worst failures of the trained model", caption, _items(images, worst, scorers))
-            )
+            label, model = scored[trained[0]]
+            caption = f"The identities {label} gets most wrong: its lowest-margin trial each."
+            worst = _worst(model, lambda t: t[1] <= 0)
+            blocks.append(Gallery("worst", "Worst failures of the trained model", caption, items(worst)))
         if trained and frozen:
-            fixed_scores = {source: _scores(trained[0], source) for source in sources}
+            (label, model), (frozen_label, before) = scored[trained[0]], scored[frozen[0]]
 
             def fixed(worst: tuple[Trial, float]) -> bool:
-                after = worst_trial(fixed_scores[worst[0].source], worst[0].source, worst[0].identity)
+                after = worst_trial(model[worst[0].source], worst[0].source, worst[0].identity)
                 return worst[1] <= 0 and after is not None and after[1] > 0
 
-            fixes = _worst(frozen[0], sources, fixed)
             caption = (
-                f"Identities {frozen[0]['label']} failed (its worst trial shown) and {trained[0]['label']} gets right "
-                "on every trial."
+                f"Identities {frozen_label} failed (its worst trial shown) and {label} gets right on every trial."
             )
-            blocks.append(Gallery("fixed", "Failures fixed by training", caption, _items(images, fixes, scorers)))
+            blocks.append(Gallery("fixed", "Failures fixed by training", caption, items(_worst(before, fixed))))
     except (OSError, KeyError, ValueError) as exc:
         logger.warning("gallery left out: %s", exc)
         return Section("Galleries", (f"Images could not be read from {root} ({exc}); the galleries are left out.",))
     return Section("Galleries", tuple(blocks))
-
-
-def _items(images: _Images, chosen: list[Trial], scorers: list[dict[str, Any]]) -> tuple[GalleryItem, ...]:
-    return tuple(_item(images, trial, scorers) for trial in chosen)

@@ -73,10 +73,10 @@ def trained_sources(results: dict[str, Any]) -> tuple[str, ...]:
     return tuple(sorted({source for s in results["scorers"] for source in s.get("training_sources") or ()}))
 
 
-def source_groups(results: dict[str, Any], sources: list[str]) -> list[tuple[str, str, tuple[str, ...]]]:
+def source_groups(seen: tuple[str, ...], sources: list[str]) -> list[tuple[str, str, tuple[str, ...]]]:
     """(key, label, members) of the averages to show: the run's own trained-on / unseen split when a trained
-    model is evaluated, the paper's groups only where they describe this run (or no model was trained)."""
-    seen = trained_sources(results)
+    model (trained on ``seen``) is evaluated, the paper's groups only where they describe this run (or no model
+    was trained)."""
     paper = [(key, label, SOURCE_GROUPS.get(key, tuple(sources))) for key, label in GROUP_ROWS]
     if not seen:
         return paper
@@ -89,9 +89,8 @@ def source_groups(results: dict[str, Any], sources: list[str]) -> list[tuple[str
     return run + [(key, label, members) for key, label, members in paper if key not in dict(SOURCE_KIND)]
 
 
-def source_kind(results: dict[str, Any], source: str) -> str:
+def source_kind(seen: tuple[str, ...], source: str) -> str:
     """A source against the evaluated model: trained on / unseen, or its paper group when no model was trained."""
-    seen = trained_sources(results)
     if seen:
         return "trained on" if source in seen else "unseen"
     return next((name for group, name in SOURCE_KIND if source in SOURCE_GROUPS[group]), "other")
@@ -109,17 +108,18 @@ def per_source_section(results: dict[str, Any], condition: str) -> Section | Non
     if not scorers:
         return None
     sources = list(scorers[0]["nearid"][condition]["sources"])
+    seen = trained_sources(results)
     header = ["Source", "Kind", "n"] + [f"{s['label']} {m}" for s in scorers for m in ("SSR", "PA")]
     rows = []
     for source in sources:
-        kind = source_kind(results, source)
+        kind = source_kind(seen, source)
         n = scorers[0]["nearid"][condition]["sources"][source]["n_samples"]
         cells = [source, kind, str(n)]
         for scorer in scorers:
             values = scorer["nearid"][condition]["sources"][source]
             cells += [pct(values["ssr"]), pct(values["pa"])]
         rows.append(tuple(cells))
-    for group, label, members in source_groups(results, sources):
+    for group, label, members in source_groups(seen, sources):
         pooled = [dig(s, "nearid", condition, "groups", group) for s in scorers]
         if group.startswith("run_"):
             pooled = [_pooled(s["nearid"][condition]["sources"], members) for s in scorers]
@@ -134,8 +134,8 @@ def per_source_section(results: dict[str, Any], condition: str) -> Section | Non
         f"SSR and PA (%) per distractor source, {name}; n = identities with at least one trial. Averages pool "
         "wins and supports over their sources (a group is shown when all its sources were evaluated)."
     )
-    if trained_sources(results):
-        caption += f" Trained on: {', '.join(trained_sources(results))} (recorded in the trained model's release)."
+    if seen:
+        caption += f" Trained on: {', '.join(seen)} (recorded in the trained model's release)."
     return Section(f"Per-source discrimination, {name}", (Table(tuple(header), tuple(rows), caption),))
 
 
