@@ -1,4 +1,4 @@
-"""GPU slots by process: a host-wide slot queue and a child-process runner that streams its logs.
+"""GPU slots by process: a host-wide slot queue, and running a child command pinned to a slot.
 
 A GPU is given to work by starting a child process with ``CUDA_VISIBLE_DEVICES`` set to one device,
 never by Prefect tag limits (they say how many, not which). Slots are file locks in a folder shared by
@@ -22,49 +22,26 @@ Without GPUs there are ``NEARID_CPU_SLOTS`` CPU slots (default 1), whose childre
 from __future__ import annotations
 
 import fcntl
-import io
 import logging
 import os
 import re
-import signal
 import subprocess
 import tempfile
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
-from nearid.common.processes import die_with_parent
+from flows.commands import CommandResult, Logger, run_streaming
 
 
 logger = logging.getLogger(__name__)
 
-Logger = logging.Logger | logging.LoggerAdapter
-
 
 class SlotTimeout(TimeoutError):
     """No slot became free within the wait allowed."""
-
-
-class CommandFailed(RuntimeError):
-    """A child process exited with a non-zero status; carries the tail of its output."""
-
-    def __init__(self, message: str, returncode: int | None, tail: Sequence[str]) -> None:
-        super().__init__(message)
-        self.returncode = returncode
-        self.tail = list(tail)
-
-
-class CommandTimeout(TimeoutError):
-    """A child process ran past its deadline and its process group was killed."""
-
-    def __init__(self, message: str, tail: Sequence[str]) -> None:
-        super().__init__(message)
-        self.tail = list(tail)
 
 
 @dataclass(frozen=True)
@@ -239,14 +216,58 @@ class SlotPool:
             self._next = (self._next + 1) % len(self.slots)
         for k in range(len(self.slots)):
             slot = self.slots[(start + k) % len(self.slots)]
-            fd = try_lock(self.lock_path(slot))
-            if fd is None:
-                continue
-            note = f"pid={os.getpid()} host={os.uname().nodename} holder={holder} since={time.time():.3f}\n"
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, note.encode(), 0)
-            return HeldSlot(slot, fd)
+            if (held := self._take(slot, holder)) is not None:
+                return held
         return None
+
+    def _take(self, slot: Slot, holder: str) -> HeldSlot | None:
+        """Lock ``slot`` without waiting and note who holds it; None when it is busy."""
+        fd = try_lock(self.lock_path(slot))
+        if fd is None:
+            return None
+        note = f"pid={os.getpid()} host={os.uname().nodename} holder={holder} since={time.time():.3f}\n"
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, note.encode(), 0)
+        return HeldSlot(slot, fd)
+
+    def try_acquire_many(self, count: int, holder: str = "") -> list[HeldSlot] | None:
+        """``count`` free slots, all locked for the caller, or None (holding nothing) when fewer are free.
+
+        All or nothing, never hold-and-wait: slots taken on the way are given back at once when the search
+        falls short, so two multi-slot tasks can never each sit on part of what the other needs.
+        """
+        if not 1 <= count <= len(self.slots):
+            raise ValueError(f"{count} slots asked of a pool of {len(self.slots)} ({self.lock_dir})")
+        held: list[HeldSlot] = []
+        try:
+            for slot in self.slots:  # in a fixed order: the lowest free devices
+                if (taken := self._take(slot, holder)) is not None:
+                    held.append(taken)
+                if len(held) == count:
+                    return held
+        except BaseException:
+            _release_all(held)
+            raise
+        _release_all(held)
+        return None
+
+    @contextmanager
+    def acquire_many(
+        self, count: int, timeout_s: float | None = None, poll_s: float = 0.2, holder: str = ""
+    ) -> Iterator[list[HeldSlot]]:
+        """Wait (at most ``timeout_s``) until ``count`` slots are free together and hold them for the block."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while (held := self.try_acquire_many(count, holder)) is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise SlotTimeout(
+                    f"could not take {count} slot(s) at once among {len(self)} in {self.lock_dir} "
+                    f"after {timeout_s:.0f}s"
+                )
+            time.sleep(poll_s)
+        try:
+            yield held
+        finally:
+            _release_all(held)
 
     @contextmanager
     def acquire(self, timeout_s: float | None = None, poll_s: float = 0.2, holder: str = "") -> Iterator[HeldSlot]:
@@ -262,104 +283,19 @@ class SlotPool:
             release_lock(held.fd)
 
 
-@dataclass(frozen=True)
-class CommandResult:
-    """A child process that exited with status 0."""
-
-    returncode: int
-    seconds: float
-    tail: list[str]
+def _release_all(held: Sequence[HeldSlot]) -> None:
+    for item in held:
+        release_lock(item.fd)
 
 
-def _signal_group(pgid: int, sig: signal.Signals) -> bool:
-    """Send ``sig`` to a process group; False when the group no longer exists."""
-    try:
-        os.killpg(pgid, sig)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def _kill_group(proc: subprocess.Popen, grace_s: float) -> None:
-    """SIGTERM the child's process group, then SIGKILL whatever is left after ``grace_s``."""
-    if _signal_group(proc.pid, signal.SIGTERM):
-        try:
-            proc.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            pass
-    _signal_group(proc.pid, signal.SIGKILL)
-    proc.wait()
-
-
-def run_streaming(
-    cmd: Sequence[str],
-    env: Mapping[str, str] | None = None,
-    timeout_s: float | None = None,
-    log: Logger | None = None,
-    label: str = "",
-    cwd: str | os.PathLike[str] | None = None,
-    tail_lines: int = 40,
-    kill_grace_s: float = 5.0,
-    pass_fds: Sequence[int] = (),
-) -> CommandResult:
-    """Run ``cmd`` in its own process group, logging each output line as it comes, within a deadline.
-
-    stdout and stderr are merged, in order. Past ``timeout_s`` the whole group gets SIGTERM, then
-    SIGKILL after ``kill_grace_s``, and :class:`CommandTimeout` is raised; a non-zero exit raises
-    :class:`CommandFailed`. Both carry the last ``tail_lines`` lines. Any exception in the caller
-    (a cancelled run, Ctrl-C) kills the group too, so no GPU job is left behind; so does a normal exit,
-    for helpers the child left running.
-    """
-    log = log or logger
-    prefix = f"[{label}] " if label else ""
-    tail: deque[str] = deque(maxlen=tail_lines)
-    start = time.monotonic()
-    proc = subprocess.Popen(
-        list(cmd),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env=dict(env) if env is not None else None,
-        cwd=cwd,
-        start_new_session=True,
-        pass_fds=tuple(pass_fds),
-        preexec_fn=partial(die_with_parent, os.getpid(), signal.SIGTERM),  # a killed worker takes its child along
-    )
-
-    def pump() -> None:
-        assert proc.stdout is not None
-        # lines end at "\n" only: a bar redrawn with "\r" is one line, of which the last state is kept
-        for raw in io.TextIOWrapper(proc.stdout, encoding="utf-8", errors="replace", newline="\n"):
-            states = [part for part in raw.rstrip("\n").split("\r") if part.strip()]
-            if states:
-                tail.append(states[-1])
-                log.info("%s%s", prefix, states[-1])
-
-    reader = threading.Thread(target=pump, name=f"stream-{proc.pid}", daemon=True)
-    reader.start()
-    try:
-        returncode = proc.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        _kill_group(proc, kill_grace_s)
-        reader.join(timeout=5)
-        text = "\n".join(tail)
-        raise CommandTimeout(
-            f"{prefix}{cmd[0]} ran past its {timeout_s:.0f}s deadline; killed its process group. Last output:\n{text}",
-            tail,
-        ) from None
-    except BaseException:
-        _kill_group(proc, kill_grace_s)
-        raise
-    finally:
-        if proc.returncode is not None:
-            _signal_group(proc.pid, signal.SIGKILL)  # helpers the child left in its group
-    reader.join(timeout=5)
-    seconds = time.monotonic() - start
-    if returncode != 0:
-        text = "\n".join(tail)
-        message = f"{prefix}{cmd[0]} exited with status {returncode}. Last output:\n{text}"
-        raise CommandFailed(message, returncode, tail)
-    return CommandResult(returncode, seconds, list(tail))
+def slots_env(slots: Sequence[Slot], base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """A child environment pinned to several slots: ``CUDA_VISIBLE_DEVICES=0,1,...`` for GPU slots; for CPU slots
+    no GPU and one slot's share of the cores per process (its own processes, e.g. one per slot)."""
+    if not slots:
+        raise ValueError("slots_env needs at least one slot")
+    env = slots[0].env(base)
+    env["CUDA_VISIBLE_DEVICES"] = ",".join(slot.device or "" for slot in slots) if slots[0].is_gpu else ""
+    return env
 
 
 def run_in_slot(

@@ -1,165 +1,66 @@
-"""The ``regenerate`` flow: distractor shards for chosen configurations and shards, one task per shard.
+"""The ``regenerate`` flow: distractor shards for chosen configurations and shards, spread over every GPU.
 
-Thin by design. Each (configuration, shard) that is not complete becomes one task, which runs
-``nearid generate --data ROOT --config C --shards K`` in a child process pinned to a GPU slot
-(:mod:`flows.gpu`), with its output streamed into the run log and its own deadline. Whether a shard is
-complete is the manifest's answer (:meth:`storage.Manifest.is_complete` for the same config hash,
-computed here exactly as ``nearid generate`` computes it), never Prefect's cache: complete shards get
-no task and no child process, and every task checks again under a per-shard lock before it starts a
-child, so overlapping runs and reruns after a crash redo nothing that is done. The dataset is
-validated at the end.
+Thin by design. The shards of each configuration that are not complete are cut into *shard groups*, as many
+as there are places to run them, so each GPU loads a configuration's models once per run. A group runs on
+one of three engines, all existing ones:
+
+- **local slots** (default): one task per group runs ``nearid generate --data ROOT --config C --shards K,L``
+  in a child process pinned to a GPU slot of this host (:mod:`flows.gpu`), its output streamed into the run
+  log, with a deadline;
+- **a work pool** (``fan_out="regenerate/shards"``): one flow run of that deployment per group, submitted with
+  ``run_deployment`` to the pool's queue, so every worker of every host takes groups (the workers count decides
+  the number of groups);
+- **Ray** (``ray_address``): one actor per GPU of an existing cluster, models resident, pulling single shards
+  from a queue (:mod:`flows.ray_engine`).
+
+Whether a shard is complete is the manifest's answer (:meth:`storage.Manifest.is_complete` for the same config
+hash, computed here exactly as ``nearid generate`` computes it), never Prefect's cache: complete shards get no
+work, and every group checks again under per-shard locks before it starts, so overlapping runs and reruns after a
+crash redo nothing that is done. The dataset is validated at the end.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sys
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
-from prefect.futures import wait
 
-from flows.gpu import CommandFailed, Slot, SlotPool, file_lock, run_in_slot
+from flows.commands import CommandFailed
+from flows.fan_out import fan_out_flow, pool_width
+from flows.gpu import Slot, SlotPool, run_in_slot
 from flows.logs import run_logger
-from flows.settings import is_ray_address, make_task_runner, runner_address
-
-
-DEFAULT_SHARD_TIMEOUT_S = 6 * 3600.0
-"""A shard's deadline: the slowest paper configuration at 1,328 px on 256 identities stays well inside."""
-
-LOCK_DIR = ".locks"
+from flows.settings import make_task_runner, runner_address
+from flows.shards import (
+    DEFAULT_SHARD_TIMEOUT_S,
+    ShardGroup,
+    ShardJob,
+    ShardRunOptions,
+    gather,
+    group_shards,
+    has_locks,
+    is_complete,
+    plan_shards,
+    prune_stale_shards,
+    shard_locks,
+    split_selection,
+)
 
 
 class DatasetInvalid(RuntimeError):
     """``validate`` found errors; the message lists them."""
 
 
-@dataclass(frozen=True)
-class ShardJob:
-    """One distractor shard to make: its configuration, index, path and expected config hash."""
-
-    config: str
-    index: int
-    path: str
-    config_hash: str
-    complete: bool = False
-
-
-@dataclass(frozen=True)
-class ShardRunOptions:
-    """How a shard task runs its child process (the same for every shard of a run)."""
-
-    root: str
-    force: bool = False
-    model_dir: str | None = None
-    device: str = "auto"
-    dtype: str = "auto"
-    overrides: dict[str, Any] = field(default_factory=dict)
-    splits: list[str] | None = None
-    timeout_s: float = DEFAULT_SHARD_TIMEOUT_S
-    slot_dir: str | None = None
-
-
-def shard_selection(shards: str | int | Sequence[int] | None) -> str | None:
-    """A flow parameter (``"0-3,7"``, ``3``, ``[3, 7]`` or None for all) as ``nearid generate --shards`` text."""
-    if shards is None or isinstance(shards, str):
-        return shards
-    if isinstance(shards, int):
-        return str(shards)
-    return ",".join(str(int(k)) for k in shards)
-
-
-def split_selection(splits: str | Sequence[str] | None) -> tuple[str, ...] | None:
-    """``"val,test"``, ``["test"]`` or None as the sorted tuple ``nearid generate --splits`` hashes."""
-    if not splits:
-        return None
-    names = splits.split(",") if isinstance(splits, str) else list(splits)
-    chosen = tuple(sorted({name.strip() for name in names if name.strip()}))
-    unknown = sorted(set(chosen) - {"train", "val", "test"})
-    if unknown:
-        raise ValueError(f"unknown splits {unknown}: use train, val, test")
-    return chosen or None
-
-
-def plan_shards(
-    root: str,
-    configurations: Sequence[str],
-    shards: str | Sequence[int] | None = None,
-    overrides: Mapping[str, Any] | None = None,
-    splits: str | Sequence[str] | None = None,
-) -> list[ShardJob]:
-    """Every selected (configuration, shard) with the config hash ``nearid generate`` would record.
-
-    The plan and its hashes come from :func:`generators.run.shard_plan`, the formula ``nearid generate``
-    records; ``complete`` says whether the manifest already lists the shard with that hash. Each task
-    also checks the hash its child committed, so a drift would fail loudly.
-    """
-    from generators.registry import get_config
-    from generators.run import prompt_book, shard_plan
-    from storage import load_manifest
-
-    manifest = load_manifest(root)
-    jobs = []
-    for name in configurations:
-        config = get_config(name).with_overrides(**(overrides or {}))
-        for planned in shard_plan(
-            root, config, shard_selection(shards), split_selection(splits), prompt_book(root, config)
-        ):
-            complete = manifest.is_complete(root, planned.path, planned.digest)
-            jobs.append(ShardJob(config.name, planned.index, planned.path, planned.digest, complete))
-    return jobs
-
-
-def prune_stale_shards(root: str, configurations: Sequence[str], planned: Sequence[ShardJob]) -> list[str]:
-    """Drop manifest entries of these configurations' tables that no planned shard covers (fewer
-    identity shards than before), with their rejects; returns the dropped paths."""
-    from generators.shard_job import rejects_path
-    from storage import distractors_table, load_manifest
-    from storage.manifest import drop_shards
-
-    manifest = load_manifest(root)
-    wanted = {job.path for job in planned}
-    stale = []
-    for config in configurations:
-        for entry in manifest.table(distractors_table(config)):
-            if entry.path not in wanted:
-                index = int(entry.path.rsplit("-", 1)[1].split(".")[0])
-                stale += [entry.path, rejects_path(config, index)]
-    stale = [path for path in stale if path in manifest.shards]
-    if stale:
-        drop_shards(root, stale)
-    return stale
-
-
-@contextmanager
-def shard_lock(root: str, path: str, timeout_s: float | None) -> Iterator[None]:
-    """Hold ``ROOT/.locks/<path>.lock`` on local roots, so two runs never write one shard at once.
-
-    Object stores have no locks: there, one run per root at a time (docs/scale-out.md).
-    """
-    from storage.fs import is_local, join, resolve
-
-    fs, base = resolve(root)
-    if not is_local(fs):
-        yield
-        return
-    with file_lock(Path(join(base, LOCK_DIR, path + ".lock")), timeout_s=timeout_s):
-        yield
-
-
-def generate_command(job: ShardJob, options: ShardRunOptions, slot: Slot) -> list[str]:
-    """The ``nearid generate`` command line for one shard on one slot."""
+def generate_command(config: str, indices: Sequence[int], options: ShardRunOptions, slot: Slot) -> list[str]:
+    """The ``nearid generate`` command line for shards ``indices`` of ``config`` on one slot (one model load)."""
     device = slot.torch_device if options.device == "auto" else options.device
     dtype = ("bf16" if slot.is_gpu else "float32") if options.dtype == "auto" else options.dtype
-    cmd = [sys.executable, "-m", "nearid.cli", "generate", "--data", options.root, "--config", job.config]
-    cmd += ["--shards", str(job.index), "--device", device, "--dtype", dtype]  # progress: bounded log lines
+    cmd = [sys.executable, "-m", "nearid.cli", "generate", "--data", options.root, "--config", config]
+    cmd += ["--shards", ",".join(map(str, indices)), "--device", device, "--dtype", dtype]  # progress: log lines
     if options.model_dir:
         cmd += ["--model-dir", options.model_dir]
     if options.splits:
@@ -171,22 +72,8 @@ def generate_command(job: ShardJob, options: ShardRunOptions, slot: Slot) -> lis
     return cmd
 
 
-def _has_locks(root: str) -> bool:
-    """Whether ``root`` is on a filesystem with file locks (local disks, NFS), so shard children may
-    commit to its manifest concurrently."""
-    from storage.fs import is_local, resolve
-
-    return is_local(resolve(root)[0])
-
-
-def _is_complete(root: str, job: ShardJob) -> bool:
-    from storage import load_manifest
-
-    return load_manifest(root).is_complete(root, job.path, job.config_hash)
-
-
 def _retry_on_command_failure(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry a shard whose child crashed (e.g. a transient CUDA error), not one that timed out, and not one the
+    """Retry a group whose child crashed (e.g. a transient CUDA error), not one that timed out, and not one the
     CLI refused with its one-line error (exit status 2: missing weights, a bad option): that fails the same way
     every time."""
     failure = state.result(raise_on_failure=False)
@@ -194,63 +81,42 @@ def _retry_on_command_failure(task: Any, task_run: Any, state: Any) -> bool:
 
 
 @task(
-    name="generate-shard",
-    task_run_name="{job.config}/{job.index:05d}",
+    name="generate-shards",
+    task_run_name="{group.label}",
     cache_policy=NO_CACHE,
     retry_condition_fn=_retry_on_command_failure,
 )
-def generate_shard(job: ShardJob, options: ShardRunOptions) -> dict[str, Any]:
-    """Make one shard in a child process on a free slot, unless it is complete by now; returns what happened."""
+def generate_group(group: ShardGroup, options: ShardRunOptions) -> list[dict[str, Any]]:
+    """Make a group's shards in one child process on a free slot (one model load), skipping those complete by
+    now; returns what happened to each shard."""
     log = run_logger()
-    with shard_lock(options.root, job.path, timeout_s=options.timeout_s):
-        if not options.force and _is_complete(options.root, job):
-            log.info("%s is complete (hash %s): nothing to do", job.path, job.config_hash)
-            return {"path": job.path, "status": "skipped", "seconds": 0.0}
+    with shard_locks(options.root, [job.path for job in group.jobs], timeout_s=options.timeout_s):
+        todo = [job for job in group.jobs if options.force or not is_complete(options.root, job)]
+        done = [{"path": job.path, "status": "skipped", "seconds": 0.0} for job in group.jobs if job not in todo]
+        if not todo:
+            log.info("%s: every shard is complete: nothing to do", group.label)
+            return done
         pool = SlotPool.from_environment(options.slot_dir)
-        label = f"{job.config}/{job.index:05d}"
-        command = partial(generate_command, job, options)
-        result = run_in_slot(
-            pool, command, options.timeout_s, acquire_timeout_s=options.timeout_s, log=log, label=label
-        )
-        if not _is_complete(options.root, job):
+        command = partial(generate_command, group.config, [job.index for job in todo], options)
+        deadline = options.timeout_s * len(todo)
+        result = run_in_slot(pool, command, deadline, acquire_timeout_s=deadline, log=log, label=group.label)
+        missing = [job.path for job in todo if not is_complete(options.root, job)]
+        if missing:
             raise RuntimeError(
-                f"{label}: nearid generate exited 0 but the manifest does not list {job.path} with hash "
-                f"{job.config_hash}; did the configuration or the identities change during the run?"
+                f"{group.label}: nearid generate exited 0 but the manifest does not list {missing} with the planned "
+                "hash; did the configuration or the identities change during the run?"
             )
-    log.info("%s written in %.1fs", job.path, result.seconds)
-    return {"path": job.path, "status": "written", "seconds": round(result.seconds, 3)}
+    log.info("%s: %d shards written in %.1fs", group.label, len(todo), result.seconds)
+    share = round(result.seconds / len(todo), 3)
+    return done + [{"path": job.path, "status": "written", "seconds": share} for job in todo]
 
 
 @flow(name="generate-shards")
-def generate_shards_flow(jobs: list[ShardJob], options: ShardRunOptions, retries: int = 1) -> list[dict[str, Any]]:
-    """Run every shard task (the caller picks the task runner); fails listing the shards that failed."""
-    shard_task = generate_shard.with_options(retries=retries, retry_delay_seconds=30)
-    with _ray_gpu_placement():
-        futures = [shard_task.submit(job, options) for job in jobs]
-    wait(futures)
-    results, failed = [], []
-    for job, future in zip(jobs, futures, strict=True):
-        if future.state.is_completed():
-            results.append(future.result())
-        else:
-            failed.append(f"{job.path}: {future.state.message or future.state.name}")
-    if failed:
-        raise RuntimeError(f"{len(failed)} of {len(jobs)} shards failed:\n" + "\n".join(failed))
-    return results
-
-
-def _ray_gpu_placement() -> Any:
-    """Ask Ray for ``NEARID_RAY_GPUS_PER_SHARD`` (default 1) GPUs per shard task when the run's task runner
-    is Ray's: Ray then sets ``CUDA_VISIBLE_DEVICES`` on the worker, which the slot pool there follows."""
-    from prefect.context import FlowRunContext
-
-    context = FlowRunContext.get()
-    runner = context.task_runner if context else None
-    if runner is None or not type(runner).__module__.startswith("prefect_ray"):
-        return nullcontext()
-    from prefect_ray.context import remote_options
-
-    return remote_options(num_gpus=float(os.environ.get("NEARID_RAY_GPUS_PER_SHARD", "1")))
+def generate_shards_flow(groups: list[ShardGroup], options: ShardRunOptions, retries: int = 1) -> list[dict[str, Any]]:
+    """Run every group's task (the caller picks the task runner); fails listing the groups that failed."""
+    group_task = generate_group.with_options(retries=retries, retry_delay_seconds=30)
+    futures = [group_task.submit(group, options) for group in groups]
+    return gather(groups, futures)
 
 
 @task(name="validate-dataset", cache_policy=NO_CACHE)
@@ -286,33 +152,33 @@ def regenerate_flow(
     ray_address: str | None = None,
     slot_dir: str | None = None,
     validate_at_end: bool = True,
+    fan_out: str | None = None,
+    fan_out_width: int | None = None,
+    shards_per_task: int | None = None,
 ) -> dict[str, Any]:
     """(Re)generate ``distractors/<config>`` shards of ``root`` for every configuration and selected shard.
 
-    ``shards``: ``"0-3,7"``, ``[3, 7]`` or None for all (then shards beyond the identities leave the
+    ``shards``: ``"0-3,7"``, ``3``, ``[3, 7]`` or None for all (then shards beyond the identities leave the
     manifest); ``force`` rewrites complete shards; ``overrides`` are configuration fields as in
     ``nearid generate --set``; ``splits`` limits generation to identities of those splits (e.g.
-    ``["test"]`` for a benchmark); ``device``/``dtype`` ``auto`` follow the slot (cuda+bf16 or cpu+float32);
-    ``ray_address`` runs shard tasks on an existing Ray cluster instead of local threads.
+    ``["test"]`` for a benchmark); ``device``/``dtype`` ``auto`` follow the slot (cuda+bf16 or cpu+float32).
+    Where groups run (module docstring): this host's slots; ``fan_out``, a deployment (``regenerate/shards``)
+    whose work pool's workers take one group each (``fan_out_width`` groups per configuration, default: the
+    pool's online workers); or ``ray_address``, an existing Ray cluster. ``shards_per_task`` fixes the group
+    size instead (a smaller group: finer retries, more model loads).
     """
     log = run_logger()
     overrides = dict(overrides or {})
     only = split_selection(splits)
+    if fan_out and runner_address(ray_address):
+        raise ValueError("choose one engine: fan_out (a deployment) or ray_address, not both")
     jobs = plan_shards(root, configurations, shards, overrides, only)
     todo = [job for job in jobs if force or not job.complete]
     log.info("%d shards selected, %d complete, %d to generate", len(jobs), len(jobs) - len(todo), len(todo))
-    results: list[dict[str, Any]] = []
-    if todo:
-        options = ShardRunOptions(
-            root, force, model_dir, device, dtype, overrides, list(only) if only else None, shard_timeout_s, slot_dir
-        )
-        address = runner_address(ray_address)
-        workers = len(todo) if is_ray_address(address) else min(len(todo), len(SlotPool.from_environment(slot_dir)))
-        if not _has_locks(root) and workers > 1:
-            log.warning("%s is on an object store (no manifest lock): one shard at a time", root)
-            workers = 1
-        runner = make_task_runner(address, max_workers=workers)
-        results = generate_shards_flow.with_options(task_runner=runner)(todo, options, retries=retries)
+    options = ShardRunOptions(
+        root, force, model_dir, device, dtype, overrides, list(only) if only else None, shard_timeout_s, slot_dir
+    )
+    results = _generate(todo, options, retries, runner_address(ray_address), fan_out, fan_out_width, shards_per_task)
     if shards is None:  # only once every shard is in: the published table never shrinks before that
         for path in prune_stale_shards(root, configurations, jobs):
             log.info("dropped %s from the manifest: its identities shard no longer exists", path)
@@ -323,7 +189,56 @@ def regenerate_flow(
         "shards_selected": len(jobs),
         "shards_written": written,
         "shards_skipped": len(jobs) - written,
+        "shards": results,
         "validation": validate_dataset(root, allow_partial=shards is not None) if validate_at_end else None,
     }
-    log.info("regenerate: %s", json.dumps(summary))
+    log.info("regenerate: %s", json.dumps({k: v for k, v in summary.items() if k != "shards"}))
+    _regenerate_artifact(summary)
     return summary
+
+
+def _generate(
+    todo: list[ShardJob],
+    options: ShardRunOptions,
+    retries: int,
+    ray_address: str | None,
+    fan_out: str | None,
+    fan_out_width: int | None,
+    shards_per_task: int | None,
+) -> list[dict[str, Any]]:
+    """Run the shards to make on the chosen engine; returns one record per shard."""
+    log = run_logger()
+    if not todo:
+        return []
+    if ray_address:
+        from flows.ray_engine import generate_on_ray
+
+        return generate_on_ray(ray_address, todo, options, log=log)
+    if fan_out:
+        groups = group_shards(todo, fan_out_width or pool_width(fan_out), shards_per_task)
+        log.info("%d shard groups go to the work pool of %s", len(groups), fan_out)
+        runner = make_task_runner(max_workers=min(len(groups), 64))
+        return fan_out_flow.with_options(task_runner=runner)(groups, options, fan_out, retries=retries)
+    width = len(SlotPool.from_environment(options.slot_dir))
+    groups = group_shards(todo, width, shards_per_task)
+    workers = min(len(groups), width)
+    if not has_locks(options.root) and workers > 1:
+        log.warning("%s is on a store without locks: one group at a time", options.root)
+        workers = 1
+    log.info("%d shard groups on %d local slots", len(groups), width)
+    runner = make_task_runner(max_workers=workers)
+    return generate_shards_flow.with_options(task_runner=runner)(groups, options, retries=retries)
+
+
+def _regenerate_artifact(summary: dict[str, Any]) -> None:
+    """A table artifact of what the run did to each shard, so the UI shows it next to the run."""
+    from prefect.artifacts import create_table_artifact
+    from prefect.context import FlowRunContext
+
+    if FlowRunContext.get() is None or not summary["shards"]:
+        return
+    create_table_artifact(
+        table=summary["shards"],
+        key="nearid-regenerate",
+        description=f"{summary['shards_written']} written, {summary['shards_skipped']} skipped in {summary['root']}",
+    )

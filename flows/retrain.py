@@ -1,10 +1,12 @@
 """The ``retrain_and_benchmark`` flow: optional rebuild, training, export, evaluation, report, acceptance.
 
-Training runs ``accelerate launch -m nearid.training.train`` in a child process whose output streams into the
-run log and which has its own deadline. The new model is evaluated next to the chosen scorers; the
-report is published as files and as Prefect artifacts; then the new model's pooled SSR is compared
-with the last accepted model's: a drop beyond the tolerance fails the run with both numbers, anything
-else makes the new model the accepted one (``ACCEPTED_FILE`` in the models folder).
+Training runs ``accelerate launch -m nearid.training.train`` in a child process on ``num_processes`` slots of the
+host's slot pool (GPUs pinned by ``CUDA_VISIBLE_DEVICES``), whose output streams into the run log and which has
+its own deadline. It continues this config's run when that one stopped before finishing (a crash, a killed
+worker), else trains into a fresh run folder; the flow's ``data_root`` and ``model_dir`` go into the run's copy of
+the config. The new model is evaluated next to the chosen scorers; the report is published as files and as Prefect
+artifacts; then :func:`nearid.model.acceptance.accept_model` compares the new model's pooled SSR with the accepted
+model's: a drop beyond the tolerance fails the run with both numbers, anything else makes it the accepted one.
 """
 
 from __future__ import annotations
@@ -18,71 +20,71 @@ from typing import Any
 from prefect import flow, task
 
 from flows.logs import run_logger
+from nearid.model.acceptance import ACCEPTED_FILE, RegressionError, accept_model, headline
 
 
-ACCEPTED_FILE = "accepted.json"
+__all__ = ["ACCEPTED_FILE", "RegressionError", "retrain_and_benchmark", "train_task", "training_backbone"]
+
 DEFAULT_TRAIN_TIMEOUT_S = 24 * 3600.0
 
 
-class RegressionError(RuntimeError):
-    """The new model scores worse than the accepted one by more than the tolerance."""
-
-
-def headline(results: dict[str, Any], label: str, condition: str = "full") -> dict[str, float] | None:
-    """Pooled SSR/PA of scorer ``label``: the paper's primary group when every primary source was
-    evaluated, else every evaluated source."""
-    for entry in results.get("scorers", []):
-        if entry.get("label") != label:
-            continue
-        groups = ((entry.get("nearid") or {}).get(condition) or {}).get("groups") or {}
-        group = "primary" if "primary" in groups else "evaluated"
-        if group in groups:
-            return {"group": group, "ssr": groups[group]["ssr"], "pa": groups[group]["pa"]}
-    return None
-
-
-def compare_with_accepted(
-    models_dir: Path, candidate: dict[str, Any], tolerance: float
-) -> tuple[bool, dict[str, Any] | None]:
-    """Accept ``candidate`` unless the accepted model's SSR beats it by more than ``tolerance`` points."""
-    accepted_file = models_dir / ACCEPTED_FILE
-    previous = json.loads(accepted_file.read_text()) if accepted_file.is_file() else None
-    if previous is not None and previous["metrics"]["ssr"] - candidate["metrics"]["ssr"] > tolerance:
-        return False, previous
-    models_dir.mkdir(parents=True, exist_ok=True)
-    accepted_file.write_text(json.dumps(candidate, indent=2) + "\n")
-    return True, previous
-
-
-def fresh_run_config(train_config: str) -> tuple[str, str]:
-    """(config file, run folder) of a new run: ``run.out`` when free, else the first free ``run.out-N`` with a copy
-    of the config pointing at it, so a scheduled retrain never writes into (or exports over) an earlier run."""
-    from dataclasses import replace
-
+def training_backbone(train_config: str, model_dir: str | None) -> str | None:
+    """The backbone folder in ``model_dir`` that the config's hub id stands for, found the way evaluation finds
+    the frozen SigLIP2 (``siglip2-map``: ``model_dir/siglip2``); None keeps the config's backbone (no
+    ``model_dir``, or the config names a local path rather than a hub id)."""
+    from nearid.evaluation.scorers import ScorerSettings, SiglipMapScorer
     from nearid.training.config import TrainConfig
-    from nearid.training.run_folder import next_run_folder
 
-    config = TrainConfig.from_yaml(train_config)
-    run = next_run_folder(config.run.out)
-    if str(run) == config.run.out:
-        return train_config, config.run.out
-    copy = run.with_name(f"{run.name}.yaml")
-    copy.parent.mkdir(parents=True, exist_ok=True)
-    copy.write_text(replace(config, run=replace(config.run, out=str(run))).to_yaml())
-    run_logger().info("%s holds an earlier run: this one trains into %s", config.run.out, run)
-    return str(copy), str(run)
+    backbone = TrainConfig.from_yaml(train_config).model.backbone
+    hub_id = backbone.count("/") == 1 and not backbone.startswith((".", "/", "~"))  # "org/name", not a path
+    if not model_dir or not hub_id or Path(backbone).is_dir():
+        return None
+    try:
+        return ScorerSettings(model_dir=model_dir).model_for(SiglipMapScorer)
+    except ValueError as exc:
+        raise ValueError(f"training backbone {backbone}: {exc}") from None
 
 
 @task(name="train")
-def train_task(train_config: str, num_processes: int, timeout_s: float) -> str:
-    """Run training to completion in a child process, in a run folder of its own; returns the folder."""
-    from flows.gpu import run_streaming
-    from nearid.training.launch import Launch, accelerate_command
+def train_task(
+    train_config: str,
+    num_processes: int,
+    timeout_s: float,
+    data_root: str | None = None,
+    model_dir: str | None = None,
+    acquire_timeout_s: float | None = None,
+) -> str:
+    """Train to completion in a child process on ``num_processes`` slots; returns the run folder.
 
-    train_config, run = fresh_run_config(train_config)
-    command, env = accelerate_command(train_config, Launch(num_processes=num_processes))
-    run_streaming(command, env=env, timeout_s=timeout_s, log=run_logger(), label="train")
-    return run
+    Continues the config's unfinished run (``--resume latest``) when there is one, else starts a fresh folder.
+    """
+    from flows.commands import run_streaming
+    from flows.gpu import SlotPool, slots_env
+    from nearid.training.launch import Launch, accelerate_command
+    from nearid.training.run_plan import plan_run
+
+    logger = run_logger()
+    plan = plan_run(train_config, data_root, training_backbone(train_config, model_dir))
+    if plan.resume_step is None:
+        logger.info("training into %s (config %s)", plan.run, plan.config)
+    else:
+        logger.info("%s stopped at step %d before finishing: resuming it", plan.run, plan.resume_step)
+    pool = SlotPool.from_environment()
+    with pool.acquire_many(num_processes, timeout_s=acquire_timeout_s, holder="train") as held:
+        slots = [h.slot for h in held]
+        where = f"GPUs {','.join(s.device or '' for s in slots)}" if slots[0].is_gpu else f"{len(slots)} CPU slot(s)"
+        logger.info("train: %d process(es) on %s", num_processes, where)
+        launch = Launch(num_processes=num_processes, cpu=not slots[0].is_gpu)
+        command, env = accelerate_command(plan.config, launch, plan.resume)
+        run_streaming(
+            command,
+            env=slots_env(slots, env),
+            timeout_s=timeout_s,
+            log=logger,
+            label="train",
+            pass_fds=[h.fd for h in held],  # the launcher holds the slots for as long as it lives
+        )
+    return plan.run
 
 
 @task(name="export-model")
@@ -169,7 +171,7 @@ def retrain_and_benchmark(
 
         rebuild_dataset(**{"root": data_root, **(rebuild_parameters or {})})
         lap("rebuild")
-    run = train_task(train_config, num_processes, train_timeout_s)
+    run = train_task(train_config, num_processes, train_timeout_s, data_root, model_dir)
     lap("train")
     release = export_task(run)
     lap("export")
@@ -188,19 +190,15 @@ def retrain_and_benchmark(
     if new is None:
         raise RuntimeError(f"the new model {release} has no NearID result in {out}/results.json")
     candidate = {"model": release, "run": run, "results": f"{out}/results.json", "metrics": new}
-    accepted, previous = compare_with_accepted(Path(models_dir), candidate, tolerance)
-    if not accepted:
-        raise RegressionError(
-            f"regression: the new model's {new['group']} SSR is {new['ssr']:.2f} (PA {new['pa']:.2f}); "
-            f"the accepted model {previous['model']} has {previous['metrics']['ssr']:.2f} "
-            f"(PA {previous['metrics']['pa']:.2f}); tolerance {tolerance} points"
-        )
-    logger.info("accepted %s: %s SSR %.2f, PA %.2f", release, new["group"], new["ssr"], new["pa"])
+    decision = accept_model(models_dir, candidate, tolerance)
+    if not decision.accepted:
+        raise RegressionError(decision.message)
+    logger.info("%s", decision.message)
     return {
         "accepted": True,
         "model": release,
         "metrics": new,
-        "previous": previous,
+        "previous": decision.previous,
         "report": f"{out}/report",
         "comparison": comparison,
         "timings": timings,

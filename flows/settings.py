@@ -1,5 +1,5 @@
-"""Where flows run: the embedded default (a private Prefect home per run folder) or a user's server,
-and which task runner executes shard tasks (threads, or an existing Ray cluster through prefect-ray).
+"""Where flows run: the embedded default (a private Prefect home per run folder) or a user's server, the
+thread pool that runs a flow's tasks, and the address of an existing Ray cluster (:mod:`flows.ray_engine`).
 
 :func:`use_embedded_default` only edits environment variables and never imports Prefect, so the CLI
 calls it first and Prefect reads the result when it is imported.
@@ -26,8 +26,6 @@ EMBEDDED_DEFAULTS = {
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": str(STARTUP_TIMEOUT_S),
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",  # offline machines only log telemetry failures
 }
-
-RAY_INSTALL_HINT = "pip install prefect-ray"
 
 
 class MissingExtraError(ImportError):
@@ -86,40 +84,29 @@ def use_embedded_default(
     return changed
 
 
-def ray_task_runner_class() -> type:
-    """prefect-ray's ``RayTaskRunner``, imported on demand (an optional extra)."""
-    try:
-        from prefect_ray import RayTaskRunner
-    except ImportError as exc:
-        raise MissingExtraError(
-            f"a ray:// address needs the optional Prefect Ray integration: {RAY_INSTALL_HINT} "
-            "(with the same ray version as the cluster)"
-        ) from exc
-    return RayTaskRunner
-
-
 def is_ray_address(address: str | None) -> bool:
-    return bool(address) and (address.startswith("ray://") or address == "auto")
+    """``auto``, ``ray://HOST:PORT`` or ``HOST:PORT`` (a cluster's GCS address)."""
+    if not address:
+        return False
+    if address == "auto" or address.startswith("ray://"):
+        return True
+    host, _, port = address.rpartition(":")
+    return bool(host) and port.isdigit() and "/" not in host
 
 
 def runner_address(address: str | None = None) -> str | None:
-    """The task runner address in effect: ``address``, else ``NEARID_RAY_ADDRESS``, else None (local)."""
+    """The Ray cluster in effect: ``address``, else ``NEARID_RAY_ADDRESS``, else None (no Ray); ``local`` means
+    none. An address that is none of the forms Ray takes is an error."""
     address = address or os.environ.get("NEARID_RAY_ADDRESS") or None
-    return None if address == "local" else address
+    if address is None or address == "local":
+        return None
+    if not is_ray_address(address):
+        raise ValueError(f"unknown Ray address {address!r}: use ray://HOST:PORT, HOST:PORT, auto or leave it empty")
+    return address
 
 
-def make_task_runner(address: str | None = None, max_workers: int | None = None) -> Any:
-    """The task runner for shard tasks.
-
-    An address (:func:`runner_address`) of ``ray://host:10001`` or ``auto`` runs them on that
-    existing Ray cluster, which then places work on its GPUs; none runs them in a thread pool of
-    ``max_workers`` threads (bounded: Prefect's default pool is not).
-    """
-    address = runner_address(address)
-    if address:
-        if not is_ray_address(address):
-            raise ValueError(f"unknown task runner address {address!r}: use ray://HOST:PORT, auto or leave it empty")
-        return ray_task_runner_class()(address=address)
+def make_task_runner(max_workers: int | None = None) -> Any:
+    """A thread pool of ``max_workers`` threads for a flow's tasks (bounded: Prefect's default pool is not)."""
     from prefect.task_runners import ThreadPoolTaskRunner
 
     return ThreadPoolTaskRunner(max_workers=max_workers)

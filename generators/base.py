@@ -117,6 +117,9 @@ class Generator(ABC):
         self.device = "cpu"
         self.dtype = "float32"
         self.loaded = False
+        self.loads = 0
+        """Times the models were loaded by this object (one per process that keeps it, by design)."""
+        self.load_seconds = 0.0
 
     # -- models ---------------------------------------------------------------------------------
 
@@ -161,6 +164,8 @@ class Generator(ABC):
         start = time.perf_counter()
         self._load()
         self.loaded = True
+        self.loads += 1
+        self.load_seconds += time.perf_counter() - start
         logger.info("%s loaded on %s (%s) in %.1fs", self.config.name, device, self.dtype, time.perf_counter() - start)
 
     def torch_dtype(self) -> Any:

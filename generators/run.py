@@ -39,6 +39,9 @@ class GenerationSummary:
     images_written: int
     images_rejected: int
     seconds: float
+    model_loads: int = 0
+    """How many times the configuration's models were loaded (0 when every shard was complete)."""
+    load_seconds: float = 0.0
 
 
 def parse_shards(spec: str | None, count: int) -> list[int]:
@@ -105,6 +108,60 @@ def prompt_book(root: str, config: GeneratorConfig) -> PromptBook:
     return PromptBook(descriptions, config.prompt_strategy, config.prompt_template)
 
 
+class ResidentGenerator:
+    """One configuration's generator, loaded on first use and kept resident for every shard asked of it after:
+    a ``nearid generate`` run over a shard group, or a Ray actor pulling shards from a queue."""
+
+    def __init__(
+        self,
+        root: str,
+        config: str,
+        device: str = "cpu",
+        dtype: str = "auto",
+        model_dir: str | None = None,
+        overrides: Mapping[str, Any] | None = None,
+        progress: bool = True,
+        splits: Sequence[str] | None = None,
+        revisions: Mapping[str, str] | None = None,
+    ) -> None:
+        self.root = root
+        self.config = get_config(config).with_overrides(**(overrides or {})).with_revisions(dict(revisions or {}))
+        self.only = normalise_splits(splits)
+        self.progress = progress
+        self.generator = build_generator(self.config, model_dir)
+        self.book = prompt_book(root, self.config)
+        self.job_fn = ShardGenerator(root, self.generator, self.book, device, dtype, progress, self.only)
+
+    def run(self, shards: str | None = None, force: bool = False) -> GenerationSummary:
+        """Write the selected shards that are not complete (``None``: all, and drop shards outside the plan)."""
+        start = time.perf_counter()
+        before = (self.job_fn.images_written, self.job_fn.images_rejected, self.generator.loads)
+        load_before = self.generator.load_seconds
+        every_shard = shard_plan(self.root, self.config, None, self.only, self.book)
+        selected = set(parse_shards(shards, len(every_shard)))
+        jobs = [(p.path, p.digest, self.job_fn, (p.index, p.identities)) for p in every_shard if p.index in selected]
+        written, skipped = run_shard_jobs(
+            self.root,
+            distractors_table(self.config.name),
+            jobs,
+            force=force,
+            progress=self.progress,
+            companions=partial(_companion_rejects, self.config.name),
+            plan={p.path: p.digest for p in every_shard},
+            prune=shards is None,
+        )
+        return GenerationSummary(
+            self.config.name,
+            written,
+            skipped,
+            self.job_fn.images_written - before[0],
+            self.job_fn.images_rejected - before[1],
+            time.perf_counter() - start,
+            self.generator.loads - before[2],
+            self.generator.load_seconds - load_before,
+        )
+
+
 def generate_distractors(
     root: str,
     configs: Sequence[str],
@@ -118,46 +175,17 @@ def generate_distractors(
     splits: Sequence[str] | None = None,
     revisions: Mapping[str, str] | None = None,
 ) -> list[GenerationSummary]:
-    """Write ``distractors/<config>`` shards for each configuration (see the module docstring);
-    ``splits`` limits generation to identities of those splits (e.g. only ``test`` for a benchmark);
-    ``revisions`` pins hub models to commits (hub id -> commit)."""
-    only = normalise_splits(splits)
+    """Write ``distractors/<config>`` shards for each configuration (see the module docstring), loading each
+    configuration's models once; ``splits`` limits generation to identities of those splits (e.g. only ``test``
+    for a benchmark); ``revisions`` pins hub models to commits (hub id -> commit)."""
     pins = dict(revisions or {})
     used = {m.hub_id for name in configs for m in get_config(name).models}
     if set(pins) - used:
         raise ValueError(f"--revision for models no chosen configuration loads: {sorted(set(pins) - used)}")
-    summaries = []
-    for name in configs:
-        start = time.perf_counter()
-        config = get_config(name).with_overrides(**(overrides or {})).with_revisions(pins)
-        generator = build_generator(config, model_dir)
-        book = prompt_book(root, config)
-        table = distractors_table(config.name)
-        job_fn = ShardGenerator(root, generator, book, device, dtype, progress, only)
-        every_shard = shard_plan(root, config, None, only, book)
-        selected = set(parse_shards(shards, len(every_shard)))
-        jobs = [(p.path, p.digest, job_fn, (p.index, p.identities)) for p in every_shard if p.index in selected]
-        written, skipped = run_shard_jobs(
-            root,
-            table,
-            jobs,
-            force=force,
-            progress=progress,
-            companions=partial(_companion_rejects, config.name),
-            plan={p.path: p.digest for p in every_shard},
-            prune=shards is None,
-        )
-        summaries.append(
-            GenerationSummary(
-                config.name,
-                written,
-                skipped,
-                job_fn.images_written,
-                job_fn.images_rejected,
-                time.perf_counter() - start,
-            )
-        )
-    return summaries
+    return [
+        ResidentGenerator(root, name, device, dtype, model_dir, overrides, progress, splits, pins).run(shards, force)
+        for name in configs
+    ]
 
 
 def _companion_rejects(config: str, path: str) -> list[str]:

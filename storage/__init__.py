@@ -4,6 +4,7 @@ Everything here works on local paths and on any fsspec URL (``memory://``, ``s3:
 """
 
 from storage.manifest import Manifest, ShardEntry, commit_shards, load_manifest
+from storage.object_lock import LockTimeout, object_lock, supports_locking
 from storage.reader import TableReader, data_files
 from storage.schemas import IDENTITIES, REJECTS, TableSpec, distractors_table, spec_for_table
 from storage.splits_view import load_splits
@@ -12,6 +13,7 @@ from storage.writer import ShardWriter, shard_path
 
 __all__ = [
     "IDENTITIES",
+    "LockTimeout",
     "REJECTS",
     "Manifest",
     "ShardEntry",
@@ -23,6 +25,8 @@ __all__ = [
     "distractors_table",
     "load_manifest",
     "load_splits",
+    "object_lock",
     "shard_path",
     "spec_for_table",
+    "supports_locking",
 ]

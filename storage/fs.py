@@ -13,10 +13,21 @@ from typing import IO
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+from storage.s3 import is_s3
+
+
+S3_PROTOCOLS = ("s3", "s3a")
+
 
 def resolve(root: str | os.PathLike[str]) -> tuple[fsspec.AbstractFileSystem, str]:
-    """Return the filesystem and the protocol-free path for a local path or URL."""
-    fs, path = fsspec.core.url_to_fs(str(root))
+    """Return the filesystem and the protocol-free path for a local path or URL.
+
+    S3 filesystems come without s3fs's listings cache: it never expires, so a process would go on seeing the
+    size, ETag or absence of an object that another process has since rewritten (a manifest, say).
+    """
+    url = str(root)
+    options = {"use_listings_cache": False} if fsspec.core.split_protocol(url)[0] in S3_PROTOCOLS else {}
+    fs, path = fsspec.core.url_to_fs(url, **options)
     return fs, path.rstrip("/") or "/"
 
 
@@ -106,7 +117,13 @@ def finalize(fs: fsspec.AbstractFileSystem, tmp_path: str, final_path: str) -> N
 
 
 def write_bytes_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see either the old or the new content."""
+    """Write ``data`` to ``path`` so that readers see either the old or the new content.
+
+    On S3 one PutObject already is atomic; elsewhere the bytes go to a temporary name that is then renamed.
+    """
+    if is_s3(fs):
+        fs.pipe_file(path, data)
+        return
     fs.makedirs(path.rpartition("/")[0] or "/", exist_ok=True)
     tmp = temp_name(path)
     with fs.open(tmp, "wb") as f:
@@ -123,7 +140,8 @@ def file_fingerprint(fs: fsspec.AbstractFileSystem, path: str) -> str:
         return f"local:{st.st_ino}:{st.st_mtime_ns}:{st.st_size}"
     info = fs.info(path)
     tag = info.get("ETag") or info.get("etag") or info.get("mtime") or info.get("LastModified") or info.get("created")
-    return f"{fs.protocol}:{tag}:{info.get('size')}" if tag is not None else ""
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]  # s3fs: ("s3", "s3a")
+    return f"{protocol}:{tag}:{info.get('size')}" if tag is not None else ""
 
 
 def sha256_file(fs: fsspec.AbstractFileSystem, path: str, chunk_size: int = 1 << 22) -> str:

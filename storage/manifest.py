@@ -2,7 +2,9 @@
 
 A shard counts as done only when the manifest lists it with a matching checksum and config hash;
 the mere presence of a file means nothing. The manifest is rewritten atomically under a lock
-(a file lock on local disks, a process lock everywhere), so concurrent shard tasks can commit.
+(a file lock on local disks, a lease lock object on S3, :mod:`storage.object_lock`; a process lock everywhere),
+so concurrent shard tasks can commit. On S3 the rewrite is also conditional on the ETag read under the lock, so a
+writer whose lease expired while it stalled fails instead of overwriting another's commit.
 
 The commit protocol, the same for every table: a writer stages its shard under a unique temporary name;
 :func:`commit_shards` then, inside the lock, checks that nobody committed that path since the writer planned
@@ -27,12 +29,16 @@ from datetime import UTC, datetime
 
 import fsspec
 
+from storage import s3
 from storage.fs import file_fingerprint, finalize, is_local, join, resolve, sha256_file, write_bytes_atomic
 from storage.schemas import SCHEMA_VERSION
 
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "nearid-dataset"
+MANIFEST_LOCK_NAME = ".manifest.lock"
+MANIFEST_LOCK_TIMEOUT_S = 600.0
+"""How long a commit waits for another process's commit on an object store before it gives up."""
 
 
 class ManifestError(ValueError):
@@ -114,6 +120,9 @@ class Manifest:
     """Incremented by every commit; a writer remembers the generation it planned at."""
     plans: dict[str, dict[str, str]] = field(default_factory=dict)
     """Per producer (a table name): every shard path a complete run commits, with its config hash."""
+    source_etag: str | None = field(default=None, compare=False, repr=False)
+    """On S3: the ETag of the manifest this was read from ("" when there was none), so that saving it replaces
+    exactly that version; None (a manifest built in memory, or any other filesystem) saves unconditionally."""
 
     def tables(self) -> dict[str, list[ShardEntry]]:
         """Entries grouped by table, each list sorted by path."""
@@ -211,12 +220,31 @@ def manifest_path(root: str) -> tuple[fsspec.AbstractFileSystem, str]:
 def load_manifest(root: str, missing_ok: bool = False) -> Manifest:
     """Read ``ROOT/manifest.json``; an absent manifest is an empty one when ``missing_ok``."""
     fs, path = manifest_path(root)
+    source = f"{root.rstrip('/')}/{MANIFEST_NAME}"
+    if s3.is_s3(fs):  # one GET: the bytes and the ETag of the same version
+        stored = s3.get(fs, path)
+        if stored is None:
+            return _missing(root, missing_ok, source_etag="")
+        manifest = Manifest.from_json(_decode(stored.data, source), source=source)
+        manifest.source_etag = stored.etag
+        return manifest
     if not fs.exists(path):
-        if missing_ok:
-            return Manifest()
-        raise ManifestError(f"no manifest at {root.rstrip('/')}/{MANIFEST_NAME}: not a nearid dataset root")
+        return _missing(root, missing_ok, source_etag=None)
     with fs.open(path, "rb") as f:
-        return Manifest.from_json(f.read().decode("utf-8"), source=f"{root.rstrip('/')}/{MANIFEST_NAME}")
+        return Manifest.from_json(_decode(f.read(), source), source=source)
+
+
+def _missing(root: str, missing_ok: bool, source_etag: str | None) -> Manifest:
+    if missing_ok:
+        return Manifest(source_etag=source_etag)
+    raise ManifestError(f"no manifest at {root.rstrip('/')}/{MANIFEST_NAME}: not a nearid dataset root")
+
+
+def _decode(data: bytes, source: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ManifestError(f"{source} is not UTF-8 text: {exc}") from exc
 
 
 _PROCESS_LOCKS: dict[str, threading.Lock] = {}
@@ -224,18 +252,26 @@ _PROCESS_LOCKS_GUARD = threading.Lock()
 
 
 @contextmanager
-def manifest_lock(root: str) -> Iterator[None]:
-    """Serialise manifest read-modify-write cycles across threads, and across processes on local disks.
+def manifest_lock(root: str, timeout_s: float = MANIFEST_LOCK_TIMEOUT_S) -> Iterator[None]:
+    """Serialise manifest read-modify-write cycles across threads, and across processes on local disks (a file
+    lock, no timeout) and on S3 buckets that honour conditional writes (the lock object ``ROOT/.manifest.lock``,
+    :class:`storage.object_lock.LockTimeout` after ``timeout_s``).
 
-    Object stores have no lock: there, one process commits at a time (the flows' publish step).
+    Other filesystems (``memory://``) have no cross-process lock: there, one process commits at a time.
     """
+    from storage.object_lock import object_lock, supports_locking
+
     fs, base = resolve(root)
     key = f"{fs.protocol}:{base}"
     with _PROCESS_LOCKS_GUARD:
         lock = _PROCESS_LOCKS.setdefault(key, threading.Lock())
     with lock:
         if not is_local(fs):
-            yield
+            if s3.is_s3(fs) and supports_locking(root):
+                with object_lock(root, MANIFEST_LOCK_NAME, timeout_s=timeout_s):
+                    yield
+            else:
+                yield
             return
         import fcntl
 
@@ -250,11 +286,30 @@ def manifest_lock(root: str) -> Iterator[None]:
 
 
 def save_manifest(root: str, manifest: Manifest) -> None:
-    """Write the manifest atomically (temporary file, then rename) as the next generation."""
+    """Write the manifest atomically (temporary file then rename; one PutObject on S3) as the next generation.
+
+    On S3 the write only replaces the version the manifest was read from (:attr:`Manifest.source_etag`): when
+    another writer saved in between (this writer's lock lease ran out while it stalled), it fails with
+    :class:`ConcurrentCommitError` and saves nothing.
+    """
     fs, path = manifest_path(root)
     manifest.updated_at = utc_now()
     manifest.generation += 1
-    write_bytes_atomic(fs, path, manifest.to_json().encode("utf-8"))
+    data = manifest.to_json().encode("utf-8")
+    if not s3.is_s3(fs) or manifest.source_etag is None:
+        write_bytes_atomic(fs, path, data)
+        return
+    try:
+        if manifest.source_etag:
+            manifest.source_etag = s3.put(fs, path, data, if_match=manifest.source_etag)
+        else:
+            manifest.source_etag = s3.put(fs, path, data, if_absent=True)
+    except s3.PreconditionFailed as exc:
+        manifest.generation -= 1
+        raise ConcurrentCommitError(
+            f"{root.rstrip('/')}/{MANIFEST_NAME} changed after this writer read it under the manifest lock (its "
+            "lease expired while the writer stalled?); nothing was saved, run it again"
+        ) from exc
 
 
 def record_plan(root: str, producer: str, plan: dict[str, str]) -> None:

@@ -8,6 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.storage.s3_server import s3_endpoint, s3_root  # a real S3 API on loopback, one per session
+
+
+__all__ = ["s3_endpoint", "s3_root"]
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")

@@ -37,8 +37,8 @@ def test_environment_matches_the_lock_file() -> None:
             drift[name] = (version, installed)
     assert not drift, f"installed versions differ from requirements.lock (run `make install`): {drift}"
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    wanted = [*project["dependencies"], *project["optional-dependencies"]["dev"]]
-    unlocked = sorted(_name(r) for r in wanted if _name(r) != "torch" and _name(r) not in locked)
+    wanted = [*project["dependencies"], *(r for extra in project["optional-dependencies"].values() for r in extra)]
+    unlocked = sorted(_name(r) for r in wanted if _name(r) not in ("torch", "nearid") and _name(r) not in locked)
     assert not unlocked, f"dependencies missing from requirements.lock: {unlocked}"
 
 

@@ -13,13 +13,13 @@ import sys
 from collections.abc import Callable, Sequence
 
 from nearid import __version__
-from nearid.cli import data, demo, evaluate, generate, train
+from nearid.cli import data, demo, evaluate, generate, pipeline, train
 from nearid.cli.args import DefaultsHelpFormatter
 
 
 logger = logging.getLogger("nearid")
 
-COMMAND_GROUPS = (data, generate, train, demo, evaluate)
+COMMAND_GROUPS = (data, generate, train, demo, evaluate, pipeline)
 """In the order ``nearid --help`` lists them."""
 
 

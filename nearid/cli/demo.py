@@ -1,5 +1,5 @@
 """Offline commands: ``tiny-models`` (random-weight stand-ins) and ``demo`` (the whole chain on the embedded
-default). ``demo`` is the one command that dispatches to a Prefect flow: the CLI is the top floor."""
+default). ``demo`` dispatches to a Prefect flow (as ``rebuild`` and ``regenerate`` do): the CLI is the top floor."""
 
 from __future__ import annotations
 

@@ -70,7 +70,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     for s in summaries:
         print(
             f"{s.config:16s} shards written {s.shards_written}, skipped {s.shards_skipped}; "
-            f"images {s.images_written} written, {s.images_rejected} rejected; {s.seconds:.1f}s"
+            f"images {s.images_written} written, {s.images_rejected} rejected; {s.seconds:.1f}s "
+            f"(models loaded {s.model_loads}x, {s.load_seconds:.1f}s)"
         )
     return 0
 

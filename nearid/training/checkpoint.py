@@ -15,8 +15,10 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from nearid.training.run_folder import CHECKPOINT_STATE_FILE
 
-STATE_FILE = "trainer_state.json"
+
+STATE_FILE = CHECKPOINT_STATE_FILE
 
 
 def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

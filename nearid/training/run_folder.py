@@ -1,5 +1,9 @@
 """A run folder belongs to one training run: a second run never writes into it, a resumed run continues it.
 
+A run is finished when it wrote ``FINISHED_FILE`` (after its final head); a folder with a complete checkpoint and
+no such file holds a run that stopped on the way (a crash, a kill, a deadline) and can continue with
+``--resume latest``.
+
 Starting into a folder that already holds a run's files without ``--resume`` is refused, so metrics,
 TensorBoard events, checkpoints and heads never mix two runs (and ``--resume latest`` can only find this run's
 checkpoints). Resuming cuts ``metrics.jsonl`` back to the checkpoint's step, so the steps it replays are not
@@ -14,7 +18,12 @@ from pathlib import Path
 
 HEAD_FILE = "head.safetensors"
 BEST_HEAD_FILE = "best_head.safetensors"
-RUN_FILES = ("config.yaml", "run.json", "metrics.jsonl", "checkpoints", HEAD_FILE, BEST_HEAD_FILE)
+FINISHED_FILE = "final.json"
+"""Written last, after the final head: the run is finished."""
+CHECKPOINTS_DIR = "checkpoints"
+CHECKPOINT_STATE_FILE = "trainer_state.json"
+"""Written last into a checkpoint folder: the checkpoint is complete."""
+RUN_FILES = ("config.yaml", "run.json", "metrics.jsonl", CHECKPOINTS_DIR, HEAD_FILE, BEST_HEAD_FILE, FINISHED_FILE)
 """What a training run writes at its start or on the way: any of them marks the folder as taken."""
 
 
@@ -54,3 +63,30 @@ def next_run_folder(base: str | Path) -> Path:
         number += 1
         candidate = base.with_name(f"{base.name}-{number}")
     return candidate
+
+
+def run_series(base: str | Path) -> list[Path]:
+    """The taken folders ``base``, ``base-2``, ... in order, up to the first free one (what next_run_folder skips)."""
+    base = Path(base)
+    taken, candidate, number = [], base, 1
+    while any((candidate / name).exists() for name in RUN_FILES):
+        taken.append(candidate)
+        number += 1
+        candidate = base.with_name(f"{base.name}-{number}")
+    return taken
+
+
+def complete_checkpoints(out: str | Path) -> list[Path]:
+    """The run's complete checkpoint folders (their state file written), oldest first."""
+    folders = sorted((Path(out) / CHECKPOINTS_DIR).glob("step-*"))
+    return [folder for folder in folders if (folder / CHECKPOINT_STATE_FILE).is_file()]
+
+
+def unfinished_step(out: str | Path) -> int | None:
+    """The step ``--resume latest`` would continue ``out`` from: its newest complete checkpoint's, when the run
+    is not finished; None for a finished run or one that stopped before its first checkpoint."""
+    out = Path(out)
+    checkpoints = complete_checkpoints(out)
+    if (out / FINISHED_FILE).exists() or not checkpoints:
+        return None
+    return int(json.loads((checkpoints[-1] / CHECKPOINT_STATE_FILE).read_text())["step"])

@@ -32,7 +32,7 @@ from nearid.training.config import TrainConfig
 from nearid.training.data import SLOTS, TupleDataset, collate_tuples
 from nearid.training.losses import LossInputs, get_loss
 from nearid.training.pixels import PixelSpec, normalise, to_unit
-from nearid.training.run_folder import BEST_HEAD_FILE, HEAD_FILE, check_run_folder, trim_metrics
+from nearid.training.run_folder import BEST_HEAD_FILE, FINISHED_FILE, HEAD_FILE, check_run_folder, trim_metrics
 
 
 logger = logging.getLogger("nearid.training.train")
@@ -154,11 +154,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if config.optim.global_batch % world:
         raise ValueError(f"global_batch {config.optim.global_batch} is not divisible by {world} processes")
     accelerator.wait_for_everyone()
+    run_info = {"world_size": world, "device": str(accelerator.device), "mixed_precision": mixed_precision}
+    run_info["backbone_dtype"] = backbone_dtype
+    previous_resumes = _resumes(out) if args.resume else []  # run.json keeps every resume of the run
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(config.to_yaml())
-        run_info = {"world_size": world, "device": str(accelerator.device), "mixed_precision": mixed_precision}
-        run_info["backbone_dtype"] = backbone_dtype
         (out / "run.json").write_text(json.dumps(run_info, indent=2) + "\n")
         logger.info(
             "%d process(es) on %s; mixed precision %s, backbone %s",
@@ -225,6 +226,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.info("resumed from %s at step %d", checkpoint, step)
         if accelerator.is_main_process:
             trim_metrics(out / "metrics.jsonl", step)
+            run_info["resumed"] = [*previous_resumes, {"checkpoint": str(checkpoint), "step": step}]
+            (out / "run.json").write_text(json.dumps(run_info, indent=2) + "\n")
     if accelerator.is_main_process:
         accelerator.init_trackers("nearid", config={"loss": config.loss.name, "lr": config.optim.lr})
     metrics_file = out / "metrics.jsonl"
@@ -327,10 +330,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     checkpoint()
     if accelerator.is_main_process:
         save_file(_head_state(accelerator, model), str(out / HEAD_FILE))
-        (out / "final.json").write_text(json.dumps({"steps": step, "best_val_ssr": best}, indent=2))
+        (out / FINISHED_FILE).write_text(json.dumps({"steps": step, "best_val_ssr": best}, indent=2))
         print(f"finished {step} steps; head: {out / HEAD_FILE}; best val SSR: {best:.2f}", flush=True)
     accelerator.end_training()
     return 0
+
+
+def _resumes(out: Path) -> list[dict]:
+    """The resumes an earlier start of this run recorded in ``run.json``."""
+    path = out / "run.json"
+    return list(json.loads(path.read_text()).get("resumed", [])) if path.is_file() else []
 
 
 def _head_state(accelerator, model: NearIDModel) -> dict[str, torch.Tensor]:

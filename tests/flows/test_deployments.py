@@ -28,8 +28,17 @@ def test_prefect_accepts_the_file(spec: dict) -> None:
     from prefect.cli.deploy._models import PrefectYamlModel
 
     model = PrefectYamlModel.model_validate(spec)
-    assert [d.name for d in model.deployments] == ["rebuild-dataset", "regenerate", "retrain-and-benchmark"]
-    assert all(d.work_pool.name == "gpu" for d in model.deployments)
+    pools = {d.name: d.work_pool.name for d in model.deployments}
+    # orchestrators on the control pool, GPU work (shard groups, training) on the gpu pool
+    assert pools == {
+        "rebuild-dataset": "control",
+        "regenerate": "control",
+        "shards": "gpu",
+        "retrain-and-benchmark": "gpu",
+    }
+    for name in ("rebuild-dataset", "regenerate"):  # they fan out to the shards deployment of the same flow
+        assert _deployment(spec, name)["parameters"]["fan_out"] == "regenerate/shards"
+    assert _deployment(spec, "shards")["entrypoint"] == _deployment(spec, "regenerate")["entrypoint"]
     read, cd = spec["pull"]
     assert read["prefect.deployments.steps.run_shell_script"]["script"] == "echo $NEARID_PROJECT_DIR"
     assert cd["prefect.deployments.steps.set_working_directory"]["directory"] == "{{ project.stdout }}"
@@ -44,7 +53,7 @@ def test_deployments_build_offline_with_their_schedules_and_parameters(spec: dic
     from generators.registry import PAPER_CONFIGS
 
     built = {}
-    for name in ("rebuild-dataset", "regenerate"):
+    for name in ("rebuild-dataset", "regenerate", "shards"):
         entry = _deployment(spec, name)
         flow = load_flow_from_entrypoint(entry["entrypoint"])
         flow.validate_parameters(entry["parameters"])  # raises on an unknown name or a wrong type
@@ -56,10 +65,11 @@ def test_deployments_build_offline_with_their_schedules_and_parameters(spec: dic
             work_pool_name=entry["work_pool"]["name"],
             tags=entry["tags"],
         )
-        assert list(entry["parameters"]["configurations"]) == list(PAPER_CONFIGS)
+        if name != "shards":  # the shard groups' deployment gets its configuration from the run that submits it
+            assert list(entry["parameters"]["configurations"]) == list(PAPER_CONFIGS)
 
     rebuild, regenerate = built["rebuild-dataset"], built["regenerate"]
-    assert rebuild.entrypoint == "flows/rebuild.py:rebuild_dataset" and rebuild.work_pool_name == "gpu"
+    assert rebuild.entrypoint == "flows/rebuild.py:rebuild_dataset" and rebuild.work_pool_name == "control"
     assert rebuild.parameters["source"] == "syncd" and rebuild.parameters["root"] == "/data/nearid"
     cron = rebuild.schedules[0].schedule
     assert (cron.cron, cron.timezone) == ("0 3 * * 1", "UTC")
@@ -88,6 +98,18 @@ def test_on_demand_parameters_are_accepted(spec: dict) -> None:
         regenerate_flow.validate_parameters({**base, **override})
     with pytest.raises(ParameterTypeError):
         regenerate_flow.validate_parameters({**base, "force": "sometimes"})
+
+
+def test_training_has_its_own_work_queue(spec: dict) -> None:
+    """Training goes to the ``training`` queue of the ``gpu`` pool (a worker that sees all its GPUs, see
+    docs/scale-out.md); dataset runs stay on ``default``."""
+    from prefect.cli.deploy._models import PrefectYamlModel
+
+    deployments = PrefectYamlModel.model_validate(spec).deployments
+    queues = {d.name: (d.work_pool.name, d.work_pool.work_queue_name) for d in deployments}
+    assert queues.pop("retrain-and-benchmark") == ("gpu", "training")
+    assert queues and all(queue == "default" for _, queue in queues.values())  # nothing else lands on it
+    assert "--work-queue training" in (REPO / "docs" / "scale-out.md").read_text()
 
 
 def test_retrain_deployment_points_at_its_flow(spec: dict) -> None:

@@ -12,17 +12,16 @@ from pathlib import Path
 
 import pytest
 
+from flows.commands import CommandFailed, CommandTimeout, run_streaming
 from flows.gpu import (
-    CommandFailed,
-    CommandTimeout,
     Slot,
     SlotPool,
     SlotTimeout,
     count_gpus,
     default_slot_dir,
     run_in_slot,
-    run_streaming,
     slot_devices,
+    slots_env,
 )
 
 
@@ -300,3 +299,78 @@ def test_a_gpu_worker_without_gpus_fails_loudly() -> None:
         slot_devices(env)
     assert slot_devices({"CUDA_VISIBLE_DEVICES": "", "PATH": ""}) == [None]  # without the flag: CPU slots
     assert slot_devices({"CUDA_VISIBLE_DEVICES": "0", "NEARID_REQUIRE_GPU": "1"}) == ["0"]
+
+
+# -- several slots at once (training) -----------------------------------------------------------
+
+MULTI_HOLDER = textwrap.dedent(
+    """
+    import sys, time
+    from flows.gpu import SlotPool
+    pool = SlotPool(["0", "1", "2"], sys.argv[1])
+    with pool.acquire_many(int(sys.argv[2]), timeout_s=60, poll_s=0.01, holder=sys.argv[3]) as held:
+        start = time.time()
+        time.sleep(0.3)
+        print(",".join(h.slot.device for h in held), start, time.time(), flush=True)
+    """
+)
+
+
+def test_several_slots_are_taken_all_or_nothing_across_processes(tmp_path: Path) -> None:
+    """Two-slot and one-slot holders in separate processes: every device is held by one at a time, a two-slot holder
+    always gets two different devices, and a waiting two-slot holder never sits on a slot it took meanwhile."""
+    lock_dir = str(tmp_path / "slots")
+    counts = [2, 2, 1, 2, 1]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", MULTI_HOLDER, lock_dir, str(n), f"h{i}"], stdout=subprocess.PIPE, text=True
+        )
+        for i, n in enumerate(counts)
+    ]
+    per_device: dict[str, list[tuple[float, float]]] = {}
+    try:
+        for proc, count in zip(procs, counts, strict=True):
+            out, _ = proc.communicate(timeout=60)
+            assert proc.returncode == 0
+            devices, start, end = out.split()
+            assert len(set(devices.split(","))) == count
+            for device in devices.split(","):
+                per_device.setdefault(device, []).append((float(start), float(end)))
+    finally:
+        for proc in procs:
+            proc.kill()
+    assert sum(len(v) for v in per_device.values()) == sum(counts)
+    assert all(not _overlaps(intervals) for intervals in per_device.values())
+
+
+def test_acquire_many_takes_nothing_unless_it_gets_everything(tmp_path: Path) -> None:
+    pool = SlotPool(["0", "1"], tmp_path / "slots")
+    other = SlotPool(["0", "1"], tmp_path / "slots")  # another task of the host
+    with pool.acquire(holder="one") as single:
+        assert other.try_acquire_many(2) is None
+        # no hold-and-wait: the free slot was given back, so a one-slot task still gets it
+        with other.acquire(timeout_s=1) as second:
+            assert second.slot.device != single.slot.device
+        start = time.monotonic()
+        with pytest.raises(SlotTimeout, match="could not take 2 slot"):
+            with other.acquire_many(2, timeout_s=0.3, poll_s=0.05):
+                pass
+        assert time.monotonic() - start < 2
+    with other.acquire_many(2, timeout_s=1) as both:
+        assert sorted(h.slot.device for h in both) == ["0", "1"]
+        assert pool.try_acquire() is None
+    with pool.acquire_many(2, timeout_s=1):  # released on leaving the block
+        pass
+    with pytest.raises(ValueError, match="3 slots asked of a pool of 2"):
+        pool.try_acquire_many(3)
+
+
+def test_several_slots_pin_one_child() -> None:
+    gpus = SlotPool(["0", "1", "3"], "/nonexistent").slots
+    env = slots_env(gpus[:2], {"PATH": "/bin"})
+    assert env["CUDA_VISIBLE_DEVICES"] == "0,1" and "OMP_NUM_THREADS" not in env
+    cpus = SlotPool([None, None], "/nonexistent").slots
+    env = slots_env(cpus, {"PATH": "/bin"})
+    share = str(max(1, (os.cpu_count() or 1) // 2))  # each process gets one slot's share of the cores
+    assert env["CUDA_VISIBLE_DEVICES"] == "" and env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == share
+    assert slots_env(cpus, {"OMP_NUM_THREADS": "4"})["OMP_NUM_THREADS"] == "4"  # the user's choice wins

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -8,11 +9,12 @@ from pathlib import Path
 import pytest
 
 from flows.gpu import Slot, SlotPool
-from flows.regenerate import (
+from flows.regenerate import generate_command, generate_group
+from flows.shards import (
+    ShardGroup,
     ShardJob,
     ShardRunOptions,
-    generate_command,
-    generate_shard,
+    group_shards,
     plan_shards,
     prune_stale_shards,
     shard_selection,
@@ -45,6 +47,19 @@ def test_parameter_parsing() -> None:
     assert split_selection(["test"]) == ("test",)
     with pytest.raises(ValueError, match="unknown splits"):
         split_selection(["dev"])
+
+
+def test_shards_are_grouped_one_model_load_per_place() -> None:
+    jobs = [ShardJob(c, k, f"distractors/{c}/shard-{k:05d}.parquet", "h") for c in ("a", "b") for k in range(5)]
+    groups = group_shards(jobs[::-1], width=2)  # any order in, contiguous groups out
+    assert [g.label for g in groups] == ["b/00000-00002", "b/00003-00004", "a/00000-00002", "a/00003-00004"]
+    assert [g.label for g in group_shards(jobs, width=8)][:5] == [f"a/{k:05d}" for k in range(5)]  # never empty
+    assert [g.indices for g in group_shards(jobs[:5], width=1, shards_per_task=2)] == [[0, 1], [2, 3], [4]]
+    assert ShardGroup("a", (jobs[0], jobs[3])).label == "a/00000,00003"
+    with pytest.raises(ValueError, match="one or more shards of 'a' only"):
+        ShardGroup("a", (jobs[0], jobs[5]))
+    with pytest.raises(ValueError, match="width must be >= 1"):
+        group_shards(jobs, width=0)
 
 
 @pytest.mark.parametrize("splits", [None, ["test"]])
@@ -83,15 +98,16 @@ def test_command_line_follows_the_slot_and_the_options() -> None:
     options = ShardRunOptions(
         "/data", force=True, model_dir="/m", overrides={"steps": 2, "prompt_template": "a {description}"}
     )
-    gpu = generate_command(job, options, Slot("gpu-1", "1"))
+    gpu = generate_command(job.config, [job.index], options, Slot("gpu-1", "1"))
     assert gpu[:4] == [sys.executable, "-m", "nearid.cli", "generate"]
     text = " ".join(gpu)
     assert "--shards 3" in text and "--device cuda" in text and "--dtype bf16" in text and "--force" in text
     assert gpu[gpu.index("--model-dir") + 1] == "/m"
     assert ["--set", 'prompt_template="a {description}"'] == gpu[-4:-2] and gpu[-1] == "steps=2"
     cpu = generate_command(
-        job, ShardRunOptions("/data", device="cuda:1", dtype="fp16", splits=["test"]), Slot("c", None)
+        job.config, [2, 3], ShardRunOptions("/data", device="cuda:1", dtype="fp16", splits=["test"]), Slot("c", None)
     )
+    assert cpu[cpu.index("--shards") + 1] == "2,3"  # a group: one child, one model load
     assert cpu[cpu.index("--device") + 1] == "cuda:1" and cpu[cpu.index("--dtype") + 1] == "fp16"
     assert cpu[cpu.index("--splits") + 1] == "test" and "--force" not in cpu
 
@@ -102,10 +118,9 @@ def test_shard_task_skips_a_shard_completed_meanwhile_without_a_child(dataset_co
     stale = ShardJob(job.config, job.index, job.path, job.config_hash, complete=False)  # planned before it was done
     pool = SlotPool([None], tmp_path / "slots")
     with pool.acquire():  # the only slot is busy: a task that needed a child would wait and time out
-        result = generate_shard.fn(
-            stale, ShardRunOptions(dataset_copy, overrides=FAST, slot_dir=str(tmp_path / "slots"))
-        )
-    assert result == {"path": job.path, "status": "skipped", "seconds": 0.0}
+        options = ShardRunOptions(dataset_copy, overrides=FAST, slot_dir=str(tmp_path / "slots"))
+        result = generate_group.fn(ShardGroup("null", (stale,)), options)
+    assert result == [{"path": job.path, "status": "skipped", "seconds": 0.0}]
 
 
 def test_shard_task_writes_through_the_cli_and_checks_the_committed_hash(dataset_copy: str, tmp_path: Path) -> None:
@@ -115,14 +130,14 @@ def test_shard_task_writes_through_the_cli_and_checks_the_committed_hash(dataset
     partial = Path(dataset_copy) / "distractors" / "procedural" / f".shard-00002.parquet.{dead}-0123456789ab.tmp"
     partial.parent.mkdir(parents=True)
     partial.write_bytes(b"left by a killed writer")
-    result = generate_shard.fn(job, options)
+    (result,) = generate_group.fn(ShardGroup(job.config, (job,)), options)
     assert result["status"] == "written" and result["seconds"] > 0
     assert load_manifest(dataset_copy).is_complete(dataset_copy, job.path, job.config_hash, verify_checksum=True)
     assert not partial.exists()
 
     wrong = ShardJob(job.config, 1, job.path.replace("00002", "00001"), "0" * 16)
-    with pytest.raises(RuntimeError, match="does not list distractors/procedural/shard-00001.parquet with hash 0000"):
-        generate_shard.fn(wrong, options)
+    with pytest.raises(RuntimeError, match=r"does not list \['distractors/procedural/shard-00001.parquet'\] with the"):
+        generate_group.fn(ShardGroup(wrong.config, (wrong,)), options)
     assert SlotPool([None], tmp_path / "slots").try_acquire() is not None
 
 
@@ -140,6 +155,8 @@ def test_stale_shards_leave_the_manifest_with_their_rejects(dataset_copy: str) -
 def test_regenerate_flow_skips_complete_shards_and_validates(prefect_api, dataset_copy: str, tmp_path: Path) -> None:
     from prefect import get_client
     from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
         FlowRunFilter,
         FlowRunFilterParentFlowRunId,
         TaskRunFilter,
@@ -170,7 +187,12 @@ def test_regenerate_flow_skips_complete_shards_and_validates(prefect_api, datase
         assert [r.name for r in children] and len(children) == 1
         task_filter = TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=[children[0].id]))
         tasks = client.read_task_runs(task_run_filter=task_filter)
+        run_id = ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])
+        (artifact,) = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=run_id))
     assert [t.name for t in tasks] == ["procedural/00001"]
+    assert artifact.key == "nearid-regenerate" and artifact.type == "table"  # what happened to each shard
+    assert artifact.description == f"1 written, 2 skipped in {dataset_copy}"
+    assert [row["status"] for row in json.loads(artifact.data)] == ["written"]
 
     forced = regenerate_flow(shards=[1], force=True, slot_dir=slots, validate_at_end=False, **common)
     assert forced["shards_written"] == 1 and forced["validation"] is None
@@ -196,7 +218,7 @@ def test_a_failing_shard_fails_the_run_naming_it(prefect_api, dataset_copy: str,
         return_state=True,
     )
     assert state.is_failed() and time.monotonic() - start < 30
-    with pytest.raises(RuntimeError, match=r"1 of 2 shards failed:\ndistractors/flux-fill-512/shard-00000.parquet"):
+    with pytest.raises(RuntimeError, match=r"1 of 2 shard groups failed:\nflux-fill-512/00000"):
         state.result()
     manifest = load_manifest(dataset_copy)
     assert "distractors/flux-fill-512/shard-00000.parquet" not in manifest.shards

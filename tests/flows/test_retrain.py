@@ -1,4 +1,4 @@
-"""retrain_and_benchmark: the acceptance rule, and the whole demo chain under a real Prefect API."""
+"""retrain_and_benchmark: the whole demo chain under a real Prefect API, and a rejected retrain."""
 
 from __future__ import annotations
 
@@ -7,32 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.retrain import ACCEPTED_FILE, compare_with_accepted, headline
-
-
-def results(ssr_new: float, complete_primary: bool) -> dict:
-    groups = {"evaluated": {"ssr": ssr_new - 1, "pa": 50.0}}
-    if complete_primary:
-        groups["primary"] = {"ssr": ssr_new, "pa": 60.0}
-    return {"scorers": [{"label": "release:x", "nearid": {"full": {"groups": groups}}}]}
-
-
-def test_headline_prefers_the_primary_group() -> None:
-    assert headline(results(70.0, True), "release:x") == {"group": "primary", "ssr": 70.0, "pa": 60.0}
-    assert headline(results(70.0, False), "release:x") == {"group": "evaluated", "ssr": 69.0, "pa": 50.0}
-    assert headline(results(70.0, True), "release:other") is None
-
-
-def test_acceptance_rule(tmp_path: Path) -> None:
-    first = {"model": "a", "metrics": {"group": "primary", "ssr": 80.0, "pa": 90.0}}
-    accepted, previous = compare_with_accepted(tmp_path, first, tolerance=1.0)
-    assert accepted and previous is None
-    slightly_worse = {"model": "b", "metrics": {"group": "primary", "ssr": 79.5, "pa": 89.0}}
-    assert compare_with_accepted(tmp_path, slightly_worse, tolerance=1.0)[0]  # within tolerance: accepted
-    worse = {"model": "c", "metrics": {"group": "primary", "ssr": 70.0, "pa": 80.0}}
-    accepted, previous = compare_with_accepted(tmp_path, worse, tolerance=1.0)
-    assert not accepted and previous["model"] == "b"
-    assert json.loads((tmp_path / ACCEPTED_FILE).read_text())["model"] == "b"  # a regression never replaces it
+from nearid.model.acceptance import ACCEPTED_FILE
 
 
 def test_demo_chain_end_to_end(prefect_api, tmp_path: Path) -> None:

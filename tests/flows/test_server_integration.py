@@ -1,11 +1,12 @@
 """End to end on a real Prefect server: prefect.yaml's ``regenerate`` deployment on a ``process`` work pool.
 
-A ``prefect server start`` on 127.0.0.1 (SQLite in a temporary PREFECT_HOME, a free port), the ``gpu``
-pool and a worker, ``prefect deploy --name regenerate`` from the repository's prefect.yaml, and a small
-procedural dataset with tiny FLUX Fill weights. Run 1 writes shards 0-1. Run 2 asks for every shard;
-once shard 2 is committed the whole worker process tree is SIGKILLed (what losing the machine or its
-container does). A new worker then runs run 3, which must finish the dataset with no shard duplicated,
-lost, partial or redone. Every wait is bounded and every process is stopped, also on failure.
+A ``prefect server start`` on 127.0.0.1 (SQLite in a temporary PREFECT_HOME, a free port), the deployment's
+pool and a worker, ``prefect deploy --name regenerate`` from the repository's prefect.yaml (run here without
+fan-out, on the worker's own slot), and a small procedural dataset with tiny FLUX Fill weights. Run 1 writes
+shards 0-1. Run 2 asks for every shard: one group, shards 2-3, in one child; once shard 2 is committed the whole
+worker process tree is SIGKILLed (what losing the machine or its container does). A new worker then runs
+run 3, which must finish the dataset with no shard duplicated, lost, partial or redone. Every wait is bounded
+and every process is stopped, also on failure.
 """
 
 from __future__ import annotations
@@ -164,8 +165,8 @@ def _worker_env(env: dict[str, str], tmp_path: Path) -> dict[str, str]:
     }
 
 
-def _start_worker(procs: Processes, name: str, env: dict[str, str]) -> subprocess.Popen:
-    cmd = [PREFECT, "worker", "start", "--pool", "gpu", "--type", "process", "--limit", "1", "--name", name]
+def _start_worker(procs: Processes, name: str, env: dict[str, str], pool: str = "gpu") -> subprocess.Popen:
+    cmd = [PREFECT, "worker", "start", "--pool", pool, "--type", "process", "--limit", "1", "--name", name]
     return procs.start(name, cmd, env)
 
 
@@ -232,6 +233,7 @@ def test_regenerate_deployment_survives_a_killed_worker(tmp_path: Path, tiny_mod
         "overrides": {"steps": 2, "resolution": 64},
         "retries": 0,
         "shard_timeout_s": 300,
+        "fan_out": None,
     }
     procs = Processes(tmp_path)
     try:
@@ -239,15 +241,16 @@ def test_regenerate_deployment_survives_a_killed_worker(tmp_path: Path, tiny_mod
             worker_env = _worker_env(env, tmp_path)
             with temporary_settings({PREFECT_API_URL: url}), get_client(sync_client=True) as client:
                 start = time.monotonic()
-                worker = _start_worker(procs, "worker-1", worker_env)
-                _wait_for(lambda: _pool_exists(client), 60, "the worker to create the gpu pool", procs.diagnostics)
+                # the regenerate deployment's pool; fan_out=None below: its groups run on this worker's slot
+                worker = _start_worker(procs, "worker-1", worker_env, pool="control")
+                _wait_for(lambda: _pool_exists(client, "control"), 60, "the worker's pool", procs.diagnostics)
                 TIMINGS["worker start"] = time.monotonic() - start
 
                 start = time.monotonic()
                 # deployed from a machine whose NEARID_PROJECT_DIR is elsewhere: the worker's value must win
                 deployment = _deploy_regenerate(client, {**worker_env, "NEARID_PROJECT_DIR": "/not/on/the/worker"})
                 TIMINGS["prefect deploy"] = time.monotonic() - start
-                assert deployment.work_pool_name == "gpu"
+                assert deployment.work_pool_name == "control"
                 assert deployment.entrypoint == "flows/regenerate.py:regenerate_flow"
 
                 def trigger(shards: str | None) -> object:
@@ -281,7 +284,7 @@ def test_regenerate_deployment_survives_a_killed_worker(tmp_path: Path, tiny_mod
 
                 # run 3 on a new worker completes the dataset, running only the missing shard
                 start = time.monotonic()
-                _start_worker(procs, "worker-2", worker_env)
+                _start_worker(procs, "worker-2", worker_env, pool="control")
                 third = trigger(None)
                 state = _await_final(client, third.id, 150, procs)
                 assert state.is_completed(), f"{state}\n{procs.diagnostics()}"
@@ -312,7 +315,7 @@ def test_regenerate_deployment_survives_a_killed_worker(tmp_path: Path, tiny_mod
 
 
 def _generator_child(worker: int, shard: int) -> int | None:
-    """The pid of the ``nearid generate --shards <shard>`` process below the worker, if running."""
+    """The pid of the ``nearid generate --shards ...`` process making ``shard`` below the worker, if running."""
     for pid in _descendants(worker):
         try:
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
@@ -321,16 +324,16 @@ def _generator_child(worker: int, shard: int) -> int | None:
         if (
             b"generate" in argv
             and b"--shards" in argv
-            and argv[argv.index(b"--shards") + 1 :][:1] == [str(shard).encode()]
+            and str(shard).encode() in argv[argv.index(b"--shards") + 1].split(b",")
         ):
             return pid
     return None
 
 
-def _pool_exists(client: object) -> bool:
+def _pool_exists(client: object, pool: str = "gpu") -> bool:
     from prefect.exceptions import ObjectNotFound
 
     try:
-        return client.read_work_pool("gpu").type == "process"
+        return client.read_work_pool(pool).type == "process"
     except ObjectNotFound:
         return False

@@ -76,24 +76,29 @@ def test_prefect_reads_the_settings_when_imported_afterwards(tmp_path: Path) -> 
     assert json.loads(done.stdout.strip().splitlines()[-1]) == [str(tmp_path / "run" / ".prefect"), 90, False]
 
 
-def test_task_runner_is_a_bounded_thread_pool_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_task_runner_is_a_bounded_thread_pool() -> None:
     from prefect.task_runners import ThreadPoolTaskRunner
 
-    monkeypatch.delenv("NEARID_RAY_ADDRESS", raising=False)
-    runner = make_task_runner(None, max_workers=3)
+    runner = make_task_runner(max_workers=3)
     assert isinstance(runner, ThreadPoolTaskRunner) and runner._max_workers == 3
-    assert isinstance(make_task_runner("local", max_workers=2), ThreadPoolTaskRunner)
-    with pytest.raises(ValueError, match="unknown task runner address 'dask://x'"):
-        make_task_runner("dask://x")
 
 
-def test_ray_without_prefect_ray_names_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "prefect_ray", None)  # absent, even where it happens to be installed
-    with pytest.raises(MissingExtraError, match=r"pip install prefect-ray"):
-        make_task_runner("ray://ray-head:10001")
+def test_ray_addresses(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NEARID_RAY_ADDRESS", raising=False)
+    assert runner_address(None) is None
+    for address in ("auto", "ray://ray-head:10001", "10.0.0.5:6379"):
+        assert runner_address(address) == address
+    with pytest.raises(ValueError, match="unknown Ray address 'dask://x'"):
+        runner_address("dask://x")
     monkeypatch.setenv("NEARID_RAY_ADDRESS", "auto")
     assert runner_address(None) == "auto" and runner_address("ray://h:1") == "ray://h:1"
-    with pytest.raises(MissingExtraError, match=r"pip install prefect-ray"):
-        make_task_runner()
     monkeypatch.setenv("NEARID_RAY_ADDRESS", "local")
     assert runner_address(None) is None
+
+
+def test_ray_missing_names_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    from flows.ray_engine import connect
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # absent, even where it is installed
+    with pytest.raises(MissingExtraError, match=r'pip install "nearid\[ray\]"'):
+        connect("ray://ray-head:10001")
