@@ -149,3 +149,50 @@ def test_an_address_where_nothing_listens_fails_fast(dataset: str) -> None:
     with pytest.raises(RayUnavailable, match=r"no Ray cluster answers at 127\.0\.0\.1:\d+"):
         generate_on_ray(f"127.0.0.1:{_free_port()}", plan_shards(dataset, ["null"]), ShardRunOptions(dataset))
     assert time.monotonic() - start < 15  # Ray's own client waits minutes
+
+
+def _generating_actor() -> int | None:
+    """The pid of a Ray actor process busy making a shard (Ray titles it ``ray::ShardActor.generate``)."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            title = Path(f"/proc/{entry}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if title.startswith(b"ray::ShardActor.generate"):
+            return int(entry)
+    return None
+
+
+def test_an_actor_killed_mid_shard_is_restarted_and_its_shard_made(
+    ray_head: str, dataset: str, tiny_models_dir: Path
+) -> None:
+    import threading
+
+    from flows.ray_engine import generate_on_ray
+
+    jobs = plan_shards(dataset, [CONFIG], overrides=FAST)
+    options = ShardRunOptions(dataset, model_dir=str(tiny_models_dir), overrides=FAST, timeout_s=300)
+    outcome: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            outcome["records"] = generate_on_ray(ray_head, jobs, options)
+        except Exception as exc:  # reported below
+            outcome["error"] = exc
+
+    driver = threading.Thread(target=run, daemon=True)
+    driver.start()
+    deadline = time.monotonic() + 120
+    while (victim := _generating_actor()) is None:
+        assert driver.is_alive() and time.monotonic() < deadline, f"no actor started a shard: {outcome}"
+        time.sleep(0.05)
+    os.kill(victim, 9)  # what an OOM kill or a lost GPU does to an actor
+    driver.join(timeout=240)
+    assert not driver.is_alive() and "error" not in outcome, outcome
+    records = outcome["records"]
+    assert sorted(r["path"] for r in records) == sorted(job.path for job in jobs)
+    assert all(not r["worker"].endswith(f":{victim}") for r in records)  # the killed actor finished nothing
+    assert validate(dataset, progress=False) == []
+    assert sum(e.rows for e in load_manifest(dataset).table(f"distractors/{CONFIG}")) == 8
