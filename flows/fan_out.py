@@ -84,13 +84,25 @@ def pool_width(deployment: str) -> int:
     """Online workers of ``deployment``'s work pool (each one GPU in the documented fleet), at least 1."""
     from prefect import get_client
     from prefect.client.schemas.filters import WorkerFilter, WorkerFilterStatus
+    from prefect.exceptions import ObjectNotFound
+
+    from flows.logs import run_logger
 
     with get_client(sync_client=True) as client:
-        pool = client.read_deployment_by_name(deployment).work_pool_name
+        try:
+            pool = client.read_deployment_by_name(deployment).work_pool_name
+        except ObjectNotFound:
+            raise ValueError(
+                f"fan_out: no deployment {deployment!r} on this server; create it with `prefect deploy --all` "
+                "(prefect.yaml), or run without fan_out"
+            ) from None
         if not pool:
-            raise ValueError(f"deployment {deployment} has no work pool to fan out to")
+            raise ValueError(f"fan_out: deployment {deployment} has no work pool to fan out to")
         online = WorkerFilter(status=WorkerFilterStatus(any_=["ONLINE"]))
-        return max(1, len(client.read_workers_for_work_pool(pool, worker_filter=online)))
+        workers = len(client.read_workers_for_work_pool(pool, worker_filter=online))
+    if not workers:
+        run_logger().warning("no worker of pool %s is online: the shard groups wait in its queue for one", pool)
+    return max(1, workers)
 
 
 @flow(name="fan-out-shards")

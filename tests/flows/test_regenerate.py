@@ -224,3 +224,16 @@ def test_a_failing_shard_fails_the_run_naming_it(prefect_api, dataset_copy: str,
     assert "distractors/flux-fill-512/shard-00000.parquet" not in manifest.shards
     assert "distractors/null/shard-00000.parquet" in manifest.shards  # the other shard was not held back
     assert SlotPool([None], tmp_path / "slots").try_acquire() is not None
+
+
+def test_fan_out_to_a_missing_deployment_names_the_fix(prefect_api, dataset_copy: str) -> None:
+    from flows.regenerate import regenerate_flow
+
+    state = regenerate_flow(
+        root=dataset_copy, configurations=["null"], fan_out="regenerate/shards", return_state=True
+    )  # nothing deployed on this server
+    with pytest.raises(ValueError, match=r"no deployment 'regenerate/shards' on this server; .*prefect deploy --all"):
+        state.result()
+    assert load_manifest(dataset_copy).table("distractors/null") == []
+    with pytest.raises(ValueError, match="choose one engine"):
+        regenerate_flow(root=dataset_copy, configurations=["null"], fan_out="regenerate/shards", ray_address="auto")
