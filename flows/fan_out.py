@@ -1,16 +1,22 @@
 """Fan-out to a work pool: each shard group becomes a flow run of a deployment (``regenerate/shards``), submitted
 with ``run_deployment`` to that deployment's pool, where every worker (one per GPU, on any host) takes groups. The
-submitting run waits for all of them; the manifest, not the child runs' states, says which shards are done.
+submitting run waits for all of them; the manifest, not the child runs' states, says which shards are done. A group
+whose run crashed (its worker died) is submitted once more; cancelling the submitting run cancels its groups' runs.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
+from flows.commands import CommandCancelled
 from flows.shards import ShardGroup, ShardRunOptions, gather, is_complete
+
+
+POLL_S = 2.0
 
 
 class ChildRunFailed(RuntimeError):
@@ -53,8 +59,8 @@ def submit_group(group: ShardGroup, options: ShardRunOptions, deployment: str, r
         "shards_per_task": len(group.jobs),  # the whole group in one child: one model load on that worker
     }
     before = _committed_generations(options.root, group)
-    run = run_deployment(deployment, parameters=parameters, flow_run_name=group.label, timeout=None, poll_interval=2)
-    state = run.state
+    run = run_deployment(deployment, parameters=parameters, flow_run_name=group.label, timeout=0)
+    state = _await_run(run, group.label)
     if state is None or not state.is_completed():
         name = state.name if state else "unknown"
         raise ChildRunFailed(
@@ -70,6 +76,27 @@ def submit_group(group: ShardGroup, options: ShardRunOptions, deployment: str, r
         {"path": job.path, "status": "written" if after[job.path] != before[job.path] else "skipped", "seconds": 0.0}
         for job in group.jobs
     ]
+
+
+def _await_run(run: Any, label: str, poll_s: float = POLL_S) -> Any:
+    """The final state of the submitted ``run``; when the run that submitted it is cancelled meanwhile, the submitted
+    one is cancelled too (its worker then stops its child) and :class:`CommandCancelled` is raised."""
+    from prefect import get_client
+    from prefect.states import Cancelling
+
+    from flows.cancellation import cancel_watch
+
+    stop = cancel_watch()
+    with get_client(sync_client=True) as client:
+        while True:
+            state = client.read_flow_run(run.id).state
+            if state is not None and state.is_final():
+                return state
+            reason = stop() if stop is not None else None
+            if reason:
+                client.set_flow_run_state(run.id, Cancelling(message=f"the run that submitted it stopped: {reason}"))
+                raise CommandCancelled(f"{label}: {reason}; cancelled its flow run {run.name} ({run.id})")
+            time.sleep(poll_s)
 
 
 def _committed_generations(root: str, group: ShardGroup) -> dict[str, int | None]:

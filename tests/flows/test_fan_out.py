@@ -10,6 +10,7 @@ lost or made twice.
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -53,9 +54,9 @@ def _online_workers(client: object, pool: str) -> list[str]:
 
 
 @contextmanager
-def fleet(tmp_path: Path, deployments: list[str]) -> Iterator[tuple[object, Processes]]:
+def fleet(tmp_path: Path, deployments: list[str]) -> Iterator[tuple[object, Processes, dict[str, str]]]:
     """A server, a control worker and two GPU workers (``gpu-a``, ``gpu-b``), and ``deployments`` from prefect.yaml;
-    yields a client and the processes (all stopped on exit)."""
+    yields a client, the processes (all stopped on exit) and the environment of a client of that server."""
     from prefect import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
@@ -80,7 +81,7 @@ def fleet(tmp_path: Path, deployments: list[str]) -> Iterator[tuple[object, Proc
                     cmd, cwd=REPO, env=base, capture_output=True, text=True, timeout=180, check=False
                 )
                 assert done.returncode == 0, done.stdout + done.stderr
-                yield client, procs
+                yield client, procs, base
     finally:
         procs.stop_all()
 
@@ -102,7 +103,7 @@ def test_two_gpu_workers_share_a_rebuild(tmp_path: Path, tiny_models_dir: Path) 
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 
     root = str(tmp_path / "data")
-    with fleet(tmp_path, ["rebuild-dataset", "shards"]) as (client, procs):
+    with fleet(tmp_path, ["rebuild-dataset", "shards"]) as (client, procs, _):
         rebuild = client.read_deployment_by_name("rebuild-dataset/rebuild-dataset")
         assert rebuild.work_pool_name == "control" and rebuild.parameters["fan_out"] == "regenerate/shards"
         parameters = {
@@ -163,7 +164,7 @@ def test_a_group_whose_worker_dies_is_resubmitted_to_another(tmp_path: Path, tin
     root = str(tmp_path / "data")
     curate_procedural(root, ProceduralConfig(identities=8, image_size=64, seed=5), shard_size=2, progress=False)
     table = f"distractors/{CONFIG}"
-    with fleet(tmp_path, ["regenerate", "shards"]) as (client, procs):
+    with fleet(tmp_path, ["regenerate", "shards"]) as (client, procs, _):
         regenerate = client.read_deployment_by_name("regenerate/regenerate")
         parameters = {"root": root, "configurations": [CONFIG], "model_dir": str(tiny_models_dir)}
         parameters |= {"overrides": FAST, "retries": 0, "shard_timeout_s": 300}
@@ -194,3 +195,39 @@ def test_a_group_whose_worker_dies_is_resubmitted_to_another(tmp_path: Path, tin
     assert after[first].generation == kept.generation and after[first].sha256 == kept.sha256  # none made twice
     assert list(Path(root).rglob("*.tmp")) == []
     assert validate(root, progress=False) == []
+
+
+def test_cancelling_the_run_cancels_its_groups(tmp_path: Path, tiny_models_dir: Path) -> None:
+    from nearid.common.procedural import ProceduralConfig
+    from nearid.curation.procedural import curate_procedural
+
+    root = str(tmp_path / "data")
+    curate_procedural(root, ProceduralConfig(identities=8, image_size=64, seed=5), shard_size=2, progress=False)
+    with fleet(tmp_path, ["regenerate", "shards"]) as (client, procs, env):
+        regenerate = client.read_deployment_by_name("regenerate/regenerate")
+        parameters = {"root": root, "configurations": [CONFIG], "model_dir": str(tiny_models_dir)}
+        parameters |= {"overrides": {**FAST, "steps": 400}, "retries": 0, "shard_timeout_s": 300}  # minutes per group
+        run = client.create_flow_run_from_deployment(regenerate.id, parameters=parameters)
+        workers = [procs.running[name].pid for name in ("gpu-a", "gpu-b")]
+        _wait_for(lambda: all(_generating_child(w) for w in workers), 180, "both workers' children", procs.diagnostics)
+        start = time.monotonic()
+        done = subprocess.run(
+            [PREFECT, "flow-run", "cancel", str(run.id)], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        state = _await_final(client, run.id, 90, procs)
+        groups = _wait_for(
+            lambda: (runs := _group_runs(client)) and all(r.state.is_final() for r in runs) and runs,
+            90,
+            "the group runs to end",
+            procs.diagnostics,
+        )
+        seconds = time.monotonic() - start
+        assert state.is_cancelled(), state
+        assert [r.state.type.value for r in groups] == ["CANCELLED", "CANCELLED"], [r.state for r in groups]
+        _wait_for(lambda: not any(_generating_child(w) for w in workers), 30, "the children to end", procs.diagnostics)
+        assert all(procs.running[name].poll() is None for name in ("gpu-a", "gpu-b"))  # the workers live on
+        print(f"\nrun and both groups cancelled, children gone, {seconds:.1f}s after the cancel")
+    # shards committed before the cancel stay (complete and valid); nothing half-made is published or left behind
+    assert [p for p in validate(root, progress=False, allow_partial=True) if p.severity == "error"] == []
+    assert list(Path(root).rglob("*.tmp")) == []
