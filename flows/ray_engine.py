@@ -8,9 +8,10 @@ restarts an actor that dies (``max_restarts``) and reruns its shard; a shard tha
 not retried (it would fail the same way). Shards commit to the manifest exactly as ``nearid generate`` does, so
 complete shards are skipped and a rerun redoes nothing that is done.
 
-Nothing here starts a cluster: an address that answers nothing, or a cluster without the GPUs asked for, fails
-with a clear error within a deadline instead of waiting forever. Every node runs the same nearid install
-(the worker image) and reaches the dataset root and model folder at the same paths.
+Cancelling the flow run stops the driver within seconds and kills the actors with their shards. Nothing here
+starts a cluster: an address that answers nothing, or a cluster without the GPUs asked for, fails with a clear
+error within a deadline instead of waiting forever. Every node runs the same nearid install (the worker image) and
+reaches the dataset root and model folder at the same paths.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from flows.commands import CommandCancelled
 from flows.settings import MissingExtraError
 from flows.shards import ShardJob, ShardRunOptions, shard_locks
 
@@ -32,6 +34,8 @@ RAY_INSTALL_HINT = 'pip install "nearid[ray]" (the same ray version as the clust
 CONNECT_TIMEOUT_S = 10.0
 DEFAULT_START_TIMEOUT_S = 300.0
 """How long actors may wait for their GPUs: long enough for a node to join, short enough to notice none will."""
+WAIT_SLICE_S = 2.0
+"""How often the driver looks up from waiting on shards (a cancelled run)."""
 
 
 class RayUnavailable(ConnectionError):
@@ -171,7 +175,9 @@ def generate_on_ray(
                 f"{start_timeout_s:.0f}s on the Ray cluster at {address} (free now: {ray.available_resources()})"
             )
         log.info("%d generator actors on %s: %s", count, address, ", ".join(ray.get(ready)))
-        return _dispatch(ray, actors, jobs, options.timeout_s, log)
+        from flows.cancellation import cancel_watch
+
+        return _dispatch(ray, actors, jobs, options.timeout_s, log, cancel_watch())
     finally:
         for actor in actors:
             ray.kill(actor)
@@ -179,9 +185,16 @@ def generate_on_ray(
 
 
 def _dispatch(
-    ray: Any, actors: list[Any], jobs: Sequence[ShardJob], timeout_s: float, log: Any
+    ray: Any,
+    actors: list[Any],
+    jobs: Sequence[ShardJob],
+    timeout_s: float,
+    log: Any,
+    stop: Callable[[], str | None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Give the next shard to the first free actor until none is left; a shard ends within ``timeout_s``."""
+    """Give the next shard to the first free actor until none is left; a shard ends within ``timeout_s``. ``stop``
+    (the flow run's cancel watch) is asked every couple of seconds: a reason ends the run, and the caller kills the
+    actors with their shards."""
     queue = sorted(jobs, key=lambda job: (job.config, job.index))  # each actor goes configuration by configuration
     idle, running = list(actors), {}
     results, failed = [], []
@@ -192,10 +205,14 @@ def _dispatch(
         while queue and idle:
             actor, job = idle.pop(0), queue.pop(0)
             running[actor.generate.remote(job)] = (actor, job)
-        done, _ = ray.wait(list(running), num_returns=1, timeout=timeout_s)
-        if not done:
-            late = [j.path for _, j in running.values()]
-            raise TimeoutError(f"no shard finished within {timeout_s:.0f}s on Ray: {late}")
+        deadline = time.monotonic() + timeout_s
+        while not (done := ray.wait(list(running), num_returns=1, timeout=WAIT_SLICE_S)[0]):
+            reason = stop() if stop is not None else None
+            if reason:
+                raise CommandCancelled(f"stopped {len(running)} shards on Ray: {reason}")
+            if time.monotonic() > deadline:
+                late = [j.path for _, j in running.values()]
+                raise TimeoutError(f"no shard finished within {timeout_s:.0f}s on Ray: {late}")
         actor, job = running.pop(done[0])
         try:
             record = ray.get(done[0])

@@ -196,3 +196,59 @@ def test_an_actor_killed_mid_shard_is_restarted_and_its_shard_made(
     assert all(not r["worker"].endswith(f":{victim}") for r in records)  # the killed actor finished nothing
     assert validate(dataset, progress=False) == []
     assert sum(e.rows for e in load_manifest(dataset).table(f"distractors/{CONFIG}")) == 8
+
+
+def _actors_alive() -> bool:
+    return any(Path(f"/proc/{e}/cmdline").exists() and _title(e).startswith(b"ray::ShardActor") for e in _pids())
+
+
+def _pids() -> list[str]:
+    return [entry for entry in os.listdir("/proc") if entry.isdigit()]
+
+
+def _title(pid: str) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def test_cancelling_the_run_stops_its_actors(prefect_api, ray_head: str, dataset: str, tiny_models_dir: Path) -> None:
+    import threading
+
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+    from prefect.states import Cancelling
+
+    from flows.regenerate import regenerate_flow
+
+    outcome: dict[str, object] = {}
+    name = f"ray-cancel-{os.getpid()}-{time.monotonic_ns()}"
+    slow = {**FAST, "steps": 4000}  # minutes of work per shard
+
+    def run() -> None:
+        flow = regenerate_flow.with_options(flow_run_name=name)
+        outcome["state"] = flow(
+            dataset, [CONFIG], model_dir=str(tiny_models_dir), overrides=slow, ray_address=ray_head, return_state=True
+        )
+
+    driver = threading.Thread(target=run, daemon=True)
+    driver.start()
+    deadline = time.monotonic() + 120
+    while _generating_actor() is None:
+        assert driver.is_alive() and time.monotonic() < deadline, f"no actor started a shard: {outcome}"
+        time.sleep(0.1)
+    with get_client(sync_client=True) as client:
+        (flow_run,) = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[name])))
+        start = time.monotonic()
+        client.set_flow_run_state(flow_run.id, Cancelling(message="cancelled by the test"), force=True)
+    driver.join(timeout=60)
+    seconds = time.monotonic() - start
+    assert not driver.is_alive(), "the run did not stop within 60 s of its cancel"
+    assert outcome["state"].type.value in ("CANCELLING", "CANCELLED"), outcome["state"]  # stopped, not failed
+    deadline = time.monotonic() + 30
+    while _actors_alive():  # killed with their shards, not left computing
+        assert time.monotonic() < deadline, "generator actors outlived the cancelled run"
+        time.sleep(0.2)
+    assert seconds < 15, seconds
+    print(f"\nthe run stopped {seconds:.1f}s after its cancel; its actors are gone")
