@@ -11,8 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prefect.futures import wait
-
 from flows.gpu import file_lock
 
 
@@ -199,6 +197,9 @@ def is_complete(root: str, job: ShardJob) -> bool:
 
 
 def gather(groups: Sequence[ShardGroup], futures: Sequence[Any]) -> list[dict[str, Any]]:
+    """Every group task's records once all have ended; fails listing the groups that failed."""
+    from prefect.futures import wait
+
     wait(futures)
     results, failed = [], []
     for group, future in zip(groups, futures, strict=True):

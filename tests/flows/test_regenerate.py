@@ -30,9 +30,12 @@ FAST = {"steps": 2, "resolution": 64}
 
 def test_import_is_light() -> None:
     code = (
-        "import sys, flows.regenerate, flows.rebuild, flows.gpu, flows.settings; "
+        "import sys, flows.regenerate, flows.rebuild, flows.gpu, flows.settings, flows.fan_out, flows.ray_engine; "
         "bad = {'torch', 'diffusers', 'cv2'} & set(sys.modules); assert not bad, bad"
     )
+    subprocess.run([sys.executable, "-c", code], check=True)
+    # a Ray actor imports flows.ray_engine: no Prefect there (the driver imports it for the cancel watch)
+    code = "import sys, flows.ray_engine; assert not any(m.startswith('prefect') for m in sys.modules)"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
