@@ -151,18 +151,23 @@ def test_an_address_where_nothing_listens_fails_fast(dataset: str) -> None:
     assert time.monotonic() - start < 15  # Ray's own client waits minutes
 
 
-def _generating_actor() -> int | None:
-    """The pid of a Ray actor process busy making a shard (Ray titles it ``ray::ShardActor.generate``)."""
+def _actor_pids(title: bytes) -> list[int]:
+    """Processes whose title starts with ``title`` (Ray titles an actor ``ray::ShardActor``, and
+    ``ray::ShardActor.generate`` while it makes a shard)."""
+    pids = []
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
         try:
-            title = Path(f"/proc/{entry}/cmdline").read_bytes()
+            if entry.isdigit() and Path(f"/proc/{entry}/cmdline").read_bytes().startswith(title):
+                pids.append(int(entry))
         except OSError:
             continue
-        if title.startswith(b"ray::ShardActor.generate"):
-            return int(entry)
-    return None
+    return pids
+
+
+def _generating_actor() -> int | None:
+    """The pid of a Ray actor process busy making a shard."""
+    busy = _actor_pids(b"ray::ShardActor.generate")
+    return busy[0] if busy else None
 
 
 def test_an_actor_killed_mid_shard_is_restarted_and_its_shard_made(
@@ -196,21 +201,6 @@ def test_an_actor_killed_mid_shard_is_restarted_and_its_shard_made(
     assert all(not r["worker"].endswith(f":{victim}") for r in records)  # the killed actor finished nothing
     assert validate(dataset, progress=False) == []
     assert sum(e.rows for e in load_manifest(dataset).table(f"distractors/{CONFIG}")) == 8
-
-
-def _actors_alive() -> bool:
-    return any(Path(f"/proc/{e}/cmdline").exists() and _title(e).startswith(b"ray::ShardActor") for e in _pids())
-
-
-def _pids() -> list[str]:
-    return [entry for entry in os.listdir("/proc") if entry.isdigit()]
-
-
-def _title(pid: str) -> bytes:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return b""
 
 
 def test_cancelling_the_run_stops_its_actors(prefect_api, ray_head: str, dataset: str, tiny_models_dir: Path) -> None:
@@ -247,7 +237,7 @@ def test_cancelling_the_run_stops_its_actors(prefect_api, ray_head: str, dataset
     assert not driver.is_alive(), "the run did not stop within 60 s of its cancel"
     assert outcome["state"].type.value in ("CANCELLING", "CANCELLED"), outcome["state"]  # stopped, not failed
     deadline = time.monotonic() + 30
-    while _actors_alive():  # killed with their shards, not left computing
+    while _actor_pids(b"ray::ShardActor"):  # killed with their shards, not left computing
         assert time.monotonic() < deadline, "generator actors outlived the cancelled run"
         time.sleep(0.2)
     assert seconds < 15, seconds
