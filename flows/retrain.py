@@ -20,10 +20,8 @@ from typing import Any
 from prefect import flow, task
 
 from flows.logs import run_logger
-from nearid.model.acceptance import ACCEPTED_FILE, RegressionError, accept_model, headline
+from nearid.model.acceptance import RegressionError, accept_model, headline
 
-
-__all__ = ["ACCEPTED_FILE", "RegressionError", "retrain_and_benchmark", "train_task", "training_backbone"]
 
 DEFAULT_TRAIN_TIMEOUT_S = 24 * 3600.0
 

@@ -12,7 +12,8 @@ from nearid.model.acceptance import ACCEPTED_FILE
 
 def test_demo_chain_end_to_end(prefect_api, tmp_path: Path) -> None:
     from flows.demo import demo_flow
-    from flows.retrain import RegressionError, retrain_and_benchmark
+    from flows.retrain import retrain_and_benchmark
+    from nearid.model.acceptance import RegressionError
 
     out = tmp_path / "demo"
     summary = demo_flow(out=str(out), identities=48, test_identities=8, val_identities=4, epochs=1)
